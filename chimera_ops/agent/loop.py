@@ -1,0 +1,393 @@
+"""The agent: one asyncio loop. tick -> launch due probes -> reconcile -> act -> metrics.
+
+The period stays steady even when a tick runs long; a child's exit or a probe verdict wakes the
+loop at once so nothing waits for the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+
+from chimera_ops import __version__
+from chimera_ops.agent.lock import AgentAlreadyRunning, AgentLock
+from chimera_ops.agent.metrics import AgentMetrics
+from chimera_ops.agent.paths import MAX_SOCKET_PATH, instance_id, log_dir, socket_path
+from chimera_ops.agent.reconcile import decide
+from chimera_ops.agent.unit import Unit
+from chimera_ops.agent.watch import Watcher
+from chimera_ops.alerts import AlertSink
+from chimera_ops.config import ChimeraConfig, UnknownComponent
+from chimera_ops.monitors.tree import tree_rss
+from chimera_ops.runtimes.base import Runtime
+from chimera_ops.runtimes.external import ExternalRuntime
+from chimera_ops.runtimes.guard import DeathGuard
+from chimera_ops.runtimes.process import ProcessRuntime
+from chimera_ops.runtimes.tree import kill_tree, live_agents, marker_value, pids_with_marker
+from chimera_ops.states import State, is_up
+from chimera_ops.store import Store
+
+log = logging.getLogger("chimera_ops.agent")
+
+MIN_SLEEP = 0.01  # never spin: at most 100 wake-ups a second however much falls due
+
+
+def _use_pidfd_child_watcher() -> None:
+    """Child exits via pidfd on the event loop: no thread per child (Python 3.11's default
+    ThreadedChildWatcher parks one thread per child in waitpid). Still seen at once."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return  # 3.12+ picks pidfd by itself
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return  # kernel without pidfd: keep the threaded watcher
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = asyncio.PidfdChildWatcher()
+        asyncio.set_child_watcher(watcher)
+        watcher.attach_loop(asyncio.get_running_loop())
+
+
+class Agent:
+    """Supervises the configured components until asked to stop."""
+
+    def __init__(self, config: ChimeraConfig) -> None:
+        self.config = config
+        self.state_dir = config.agent.state_dir
+        self.started_at = time.time()
+        self.instance = instance_id(self.state_dir)
+        self.lock = AgentLock(self.state_dir)
+        self.store: Store | None = None
+        self.units: dict[str, Unit] = {}
+        self.order = config.start_order()
+        self.metrics = AgentMetrics()
+        self.wake = asyncio.Event()
+        self.shutdown = asyncio.Event()
+        self.guard: DeathGuard | None = None
+        self.last_tick = 0.0
+        self.tick_lag = 0.0
+        self._servers: list[Any] = []
+        self.watcher: Watcher | None = None
+        self.alerts: AlertSink | None = None
+
+    # ----------------------------------------------------------------- setup
+    def _runtime_for(self, name: str) -> Runtime:
+        component = self.config.components[name]
+        if component.runtime == "process":
+            marker = marker_value(self.instance, os.getpid(), name)
+            return ProcessRuntime(name, component, log_dir(self.state_dir), marker)
+        if component.runtime == "external":
+            return ExternalRuntime()
+        raise NotImplementedError(f"runtime {component.runtime!r} is not available yet")
+
+    def _end_leftovers(self, store: Store) -> None:
+        """End what an earlier agent on this state_dir left behind; never run a second copy.
+
+        The earlier agent's death guard normally did this already; this is the fallback when
+        the guard died too (kill -9 of the whole process group).
+        """
+        for record in store.children():
+            try:
+                proc = psutil.Process(record.pid)
+                same = abs(proc.create_time() - record.create_time) < 1.0
+            except psutil.Error:
+                same = False
+            if same:
+                killed = kill_tree(record.pid, record.pid, None)
+                store.add_event(
+                    "orphan_ended",
+                    f"ended pid {record.pid} left by agent pid {record.agent_pid} "
+                    f"({len(killed)} processes)",
+                    component=record.component,
+                )
+            store.clear_child(record.component)
+        strays = [pid for pid in pids_with_marker(f"{self.instance}/") if pid != os.getpid()]
+        if strays:
+            kill_tree(None, None, f"{self.instance}/")
+            store.add_event("orphan_ended", f"ended {len(strays)} stray processes: {strays}")
+
+    def _bind_socket(self) -> socket.socket:
+        path = socket_path(self.state_dir)
+        if len(str(path)) > MAX_SOCKET_PATH:
+            raise RuntimeError(
+                f"control socket path is too long ({len(str(path))} > {MAX_SOCKET_PATH} chars): "
+                f"{path}; use a shorter agent.state_dir"
+            )
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # born 0600: no window in which others can connect
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(64)
+        sock.setblocking(False)
+        return sock
+
+    async def _serve_api(self) -> None:
+        import uvicorn
+
+        from chimera_ops.agent.api import build_app
+
+        class Server(uvicorn.Server):
+            # The agent owns SIGTERM/SIGINT: it must stop the children before the API goes away.
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+            async def main_loop(self) -> None:
+                # uvicorn wakes 10x a second to check for shutdown; once a second is plenty
+                # for a control socket and keeps an idle agent idle.
+                counter = 0
+                while not await self.on_tick(counter):
+                    counter = (counter + 10) % 864000
+                    await asyncio.sleep(1.0)
+
+        app = build_app(self)
+        sock = self._bind_socket()
+        server = Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        self._servers.append(server)
+        tasks = [asyncio.create_task(server.serve(sockets=[sock]))]
+        if self.config.agent.metrics.listen:
+            host, _, port = self.config.agent.metrics.listen.rpartition(":")
+            metrics_server = Server(
+                uvicorn.Config(
+                    build_app(self, tcp=True),
+                    host=host.strip("[]"),
+                    port=int(port),
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                )
+            )
+            self._servers.append(metrics_server)
+            tasks.append(asyncio.create_task(metrics_server.serve()))
+        await asyncio.gather(*tasks)
+
+    # ----------------------------------------------------------------- run
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; stop children in reverse dependency order; return 0."""
+        self.lock.acquire()
+        others = live_agents(self.instance)
+        if others:
+            self.lock.release()
+            pid = min(others)
+            raise AgentAlreadyRunning(self.state_dir, pid, lock_lost=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _use_pidfd_child_watcher()
+        self.store = store = Store.open_in(self.state_dir)
+        try:
+            self._end_leftovers(store)
+            self.guard = DeathGuard(marker_value(self.instance, os.getpid(), ""))
+            for name in self.order:
+                self.units[name] = Unit(
+                    name,
+                    self.config.components[name],
+                    self._runtime_for(name),
+                    store,
+                    self.wake,
+                    on_change=self._state_changed,
+                    before_kill=self._before_kill,
+                )
+            self.alerts = AlertSink(self.config.agent.alerts)
+            self.watcher = Watcher(
+                self.config, self.units, store, self.metrics, self.alerts, self.wake
+            )
+            store.add_event(
+                "agent_started",
+                f"agent {__version__} pid {os.getpid()} on {self.state_dir}",
+                data={"pid": os.getpid(), "components": self.order},
+            )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.shutdown.set)
+            api_task = asyncio.create_task(self._serve_api())
+            await self._supervise()
+            await self._stop_all("agent shutting down")
+            for server in self._servers:
+                server.should_exit = True
+            await asyncio.wait([api_task], timeout=5)
+            store.add_event("agent_stopped", f"agent pid {os.getpid()} stopped cleanly")
+            return 0
+        finally:
+            for unit in self.units.values():
+                unit.cancel_tasks()
+            if self.watcher is not None:
+                self.watcher.cancel()
+            if self.alerts is not None:
+                await self.alerts.aclose()
+            if self.guard is not None:
+                self.guard.close()
+            socket_path(self.state_dir).unlink(missing_ok=True)
+            store.close()
+            self.lock.release()
+
+    async def _supervise(self) -> None:
+        period = self.config.agent.tick
+        next_tick = time.monotonic()
+        while not self.shutdown.is_set():
+            started = time.monotonic()
+            if started >= next_tick:  # a scheduled tick (not a wake-up): advance the cadence
+                self.tick_lag = started - next_tick
+                next_tick += period
+                if next_tick <= started:  # ran long: skip missed ticks rather than bunch them
+                    next_tick = started + period
+            self.wake.clear()
+            await self.tick()
+            # Sleep until the next tick, or earlier when a backoff ends or a probe or monitor
+            # falls due, or at once when a child exits or a verdict changes (wake).
+            until = min(next_tick - time.monotonic(), self._seconds_to_next_due())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_or_shutdown(), timeout=max(MIN_SLEEP, until))
+
+    def _seconds_to_next_due(self) -> float:
+        now = time.time()
+        candidates = [unit.next_due(now) for unit in self.units.values()]
+        if self.watcher is not None:
+            candidates.append(self.watcher.next_due())
+        due = [c for c in candidates if c is not None]
+        return (min(due) - now) if due else float("inf")
+
+    async def _wake_or_shutdown(self) -> None:
+        waits = [asyncio.create_task(self.wake.wait()), asyncio.create_task(self.shutdown.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+
+    async def tick(self) -> None:
+        """One round: launch due probes, decide and act for each component, refresh metrics."""
+        now = time.time()
+        self.last_tick = now
+        for unit in self.units.values():
+            unit.launch_due_probes(now)
+        if self.watcher is not None:
+            self.watcher.launch_due(now)
+        for name in self.order:
+            unit = self.units[name]
+            if unit.busy:
+                continue  # an operator command is in flight for this component
+            waiting = tuple(d for d in unit.config.depends_on if not self.units[d].ready)
+            action = decide(unit.view(now, waiting))
+            if action.kind != "none":
+                await unit.apply(action, now)
+                self.wake.set()  # decide again at once: start -> running needs no extra tick
+        self._refresh_metrics()
+
+    def _refresh_metrics(self) -> None:
+        for name, unit in self.units.items():
+            if not unit.changed:
+                continue
+            unit.changed = False
+            self.metrics.update_component(
+                name, unit.state, is_up(unit.state), unit.counters.total_restarts
+            )
+            for role, (tracker, _) in unit.probes.items():
+                if tracker.last_result is not None:
+                    self.metrics.update_probe(
+                        name, role, tracker.last_result.ok, tracker.last_result.latency_s
+                    )
+        self.metrics.set_gauge("agent_tick_lag_seconds", self.tick_lag)
+
+    async def _before_kill(self, unit: Unit, reason: str) -> None:
+        """Save what an engineer needs afterwards, before the evidence is killed."""
+        settings = self.config.agent.incidents
+        if not settings.enabled:
+            return
+        from chimera_ops.incidents import async_capture_incident
+
+        path = await async_capture_incident(
+            self.state_dir / "incidents",
+            unit.name,
+            reason,
+            pids=unit.runtime.pids(),
+            probe_history=unit.probe_history(),
+            log_files=unit.runtime.log_files(),
+            tail_lines=settings.tail_lines,
+            stack_dump=settings.stack_dump,
+        )
+        assert self.store is not None
+        self.store.add_event(
+            "incident",
+            f"captured {path.name}: {reason}",
+            component=unit.name,
+            data={"incident": path.name},
+        )
+
+    def _state_changed(self, unit: Unit, old: State, new: State, reason: str) -> None:
+        if self.watcher is not None:
+            self.watcher.state_changed(unit, old, new, reason)
+
+    async def _stop_all(self, reason: str) -> None:
+        for name in reversed(self.order):
+            await self.units[name].stop(reason)
+
+    # ----------------------------------------------------------------- API helpers
+    def unit(self, name: str) -> Unit:
+        """A unit by name, or UnknownComponent listing the known names."""
+        try:
+            return self.units[name]
+        except KeyError:
+            raise UnknownComponent(name, list(self.units)) from None
+
+    async def restart(self, name: str, reason: str) -> None:
+        """Operator restart: stop, count it, start again."""
+        unit = self.unit(name)
+        await unit.stop(reason)
+        assert self.store is not None
+        self.store.add_restart(name, reason)
+        unit.counters = self.store.counters(name)
+        await unit.start(reason)
+
+    def status(self) -> dict[str, Any]:
+        """The stable status document (docs/status-json.md)."""
+        now = time.time()
+        components = []
+        roots = {n: u.runtime.pid for n, u in self.units.items() if u.runtime.pid}
+        rss = tree_rss(roots) if roots else {}
+        for name in self.order:
+            unit = self.units[name]
+            snap = unit.snapshot(now)
+            monitors = self.watcher.snapshot(name) if self.watcher else {}
+            memory = monitors.get("memory") or {}
+            snap["memory"] = {
+                "rss_bytes": rss.get(name),
+                "slope_bytes_per_s": memory.get("slope_bytes_per_s"),
+                "forecast_s": memory.get("forecast_s")
+                if self.watcher and f"{name}:memory:leak" in self.watcher.active
+                else None,
+            }
+            snap["monitors"] = monitors
+            snap["alerts"] = self.watcher.alerts_for(name) if self.watcher else {}
+            if unit.config.trading is not None:
+                snap["trading"] = self.watcher.trading.get(name) if self.watcher else None
+            components.append(snap)
+        return {
+            "schema": 1,
+            "source": "agent",
+            "agent": {
+                "running": True,
+                "pid": os.getpid(),
+                "version": __version__,
+                "started_at": self.started_at,
+                "uptime_s": now - self.started_at,
+                "state_dir": str(self.state_dir),
+                "config": str(self.config.source) if self.config.source else None,
+                "last_tick": self.last_tick,
+                "tick_lag_s": self.tick_lag,
+            },
+            "components": components,
+        }

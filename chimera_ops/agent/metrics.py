@@ -1,0 +1,113 @@
+"""Every Prometheus metric of the agent, declared in one table, on the agent's own registry."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from chimera_ops.states import State
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: name (without the `chimera_` prefix), type, help, labels."""
+
+    name: str
+    kind: type[Gauge] | type[Counter]
+    help: str
+    labels: tuple[str, ...]
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("component_up", Gauge, "1 when the component is running and ready", ("component",)),
+    MetricSpec(
+        "component_state", Gauge, "1 for the component's current state", ("component", "state")
+    ),
+    MetricSpec(
+        "component_restarts", Counter, "Restarts since the store was created", ("component",)
+    ),
+    MetricSpec(
+        "probe_success", Gauge, "1 when the probe's last run succeeded", ("component", "probe")
+    ),
+    MetricSpec(
+        "probe_duration_seconds", Gauge, "Latency of the probe's last run", ("component", "probe")
+    ),
+    MetricSpec(
+        "process_resident_memory_bytes",
+        Gauge,
+        "RSS of the component's whole process tree",
+        ("component",),
+    ),
+    MetricSpec(
+        "memory_leak_slope_bytes_per_second",
+        Gauge,
+        "Robust slope of the tree's RSS",
+        ("component",),
+    ),
+    MetricSpec(
+        "memory_leak_forecast_seconds",
+        Gauge,
+        "Forecast time until the memory limit",
+        ("component",),
+    ),
+    MetricSpec(
+        "pool_connections", Gauge, "Connections of a pool by state", ("component", "pool", "state")
+    ),
+    MetricSpec("pool_max_connections", Gauge, "Capacity of a pool", ("component", "pool")),
+    MetricSpec("pool_usage_ratio", Gauge, "Used / capacity of a pool", ("component", "pool")),
+    MetricSpec("disk_free_ratio", Gauge, "Free / total space of a watched directory", ("path",)),
+    MetricSpec("trading_halted", Gauge, "1 when the engine reports trading halted", ("component",)),
+    MetricSpec(
+        "backup_last_success_timestamp_seconds", Gauge, "Time of the last verified backup", ()
+    ),
+    MetricSpec("agent_tick_lag_seconds", Gauge, "How late the last agent tick started", ()),
+)
+
+
+class AgentMetrics:
+    """The agent's registry; `set_*` helpers keep label handling in one place."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.m: dict[str, Any] = {}
+        for spec in METRICS:
+            self.m[spec.name] = spec.kind(
+                f"chimera_{spec.name}", spec.help, spec.labels, registry=self.registry
+            )
+        self._restarts_seen: dict[str, int] = {}
+
+    def update_component(self, name: str, state: State, up: bool, total_restarts: int) -> None:
+        """Refresh the per-component state gauges."""
+        self.m["component_up"].labels(component=name).set(1 if up else 0)
+        for candidate in State:
+            self.m["component_state"].labels(component=name, state=str(candidate)).set(
+                1 if candidate is state else 0
+            )
+        # The counter mirrors the store, so it starts from the persisted total.
+        seen = self._restarts_seen.get(name, 0)
+        if total_restarts > seen:
+            self.m["component_restarts"].labels(component=name).inc(total_restarts - seen)
+            self._restarts_seen[name] = total_restarts
+        elif name not in self._restarts_seen:
+            self.m["component_restarts"].labels(component=name).inc(0)
+            self._restarts_seen[name] = total_restarts
+
+    def update_probe(self, name: str, role: str, ok: bool, latency_s: float) -> None:
+        self.m["probe_success"].labels(component=name, probe=role).set(1 if ok else 0)
+        self.m["probe_duration_seconds"].labels(component=name, probe=role).set(latency_s)
+
+    def set_gauge(self, metric: str, value: float, **labels: str) -> None:
+        """Set any gauge of the table by its short name."""
+        gauge = self.m[metric]
+        (gauge.labels(**labels) if labels else gauge).set(value)
+
+    def remove(self, metric: str, **labels: str) -> None:
+        """Drop a labelled series (e.g. the leak forecast when no leak is seen)."""
+        with contextlib.suppress(KeyError):
+            self.m[metric].remove(*labels.values())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

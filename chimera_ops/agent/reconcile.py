@@ -1,0 +1,175 @@
+"""Pure decisions: (component view, now) -> the one action to take. No I/O here.
+
+The agent loop builds a `UnitView` for each component every tick (and at once when a child
+exits), asks `decide()` what to do, and carries the action out. Because nothing here touches a
+clock, a process or a socket, every rule is unit-tested with plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from chimera_ops.config import BackoffConfig, CrashLoopConfig
+from chimera_ops.runtimes.base import ExitInfo
+from chimera_ops.states import State
+
+ProbeStatus = Literal["unknown", "passing", "failing"]
+ActionKind = Literal[
+    "none",
+    "start",  # spawn (or, for external, begin watching)
+    "mark_running",
+    "mark_unhealthy",
+    "kill",  # stop the tree now; the exit then goes through the crash path
+    "backoff",  # wait `delay` before the next start
+    "fatal",
+    "exited",  # ended and the policy says leave it
+    "reset_failures",  # stable long enough: forget earlier crashes
+]
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to do, and why (the reason is recorded with the event)."""
+
+    kind: ActionKind
+    reason: str = ""
+    delay: float = 0.0
+
+
+NOTHING = Action("none")
+
+
+@dataclass(frozen=True)
+class UnitView:
+    """Everything `decide` needs to know about one component at one moment."""
+
+    name: str
+    managed: bool  # False for external components: watched, never started or restarted
+    state: State
+    desired_up: bool
+    policy: Literal["always", "on-failure", "never"]
+    backoff: BackoffConfig
+    crash_loop: CrashLoopConfig
+    now: float
+    state_since: float
+    started_at: float | None = None
+    pending_exit: ExitInfo | None = None
+    consecutive_failures: int = 0
+    restart_times: tuple[float, ...] = ()
+    backoff_until: float | None = None
+    waiting_for: tuple[str, ...] = ()  # dependencies not ready yet
+    startup: ProbeStatus | None = None  # None: no such probe configured
+    readiness: ProbeStatus | None = None
+    liveness: ProbeStatus | None = None
+    probe_reason: str = ""
+    monitor_restart: str | None = None  # a monitor asks for a restart (memory, cpu)
+    kill_in_progress: bool = False  # the agent is already ending it; wait for the exit
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def backoff_delay(consecutive_failures: int, cfg: BackoffConfig) -> float:
+    """initial * 2^(n-1), capped at max; 0 failures -> no delay."""
+    if consecutive_failures <= 0:
+        return 0.0
+    exponent = min(consecutive_failures - 1, 32)  # avoid float overflow on long crash series
+    return min(cfg.max, cfg.initial * (2.0**exponent))
+
+
+def restarts_in_window(restart_times: tuple[float, ...], now: float, window: float) -> int:
+    """How many restarts happened within the last `window` seconds."""
+    return sum(1 for ts in restart_times if now - ts <= window)
+
+
+def _exit_action(view: UnitView, exit_info: ExitInfo) -> Action:
+    what = exit_info.describe()
+    if exit_info.expected:
+        return Action("exited", f"stopped by the agent ({what})")
+    wants_restart = view.policy == "always" or (view.policy == "on-failure" and not exit_info.clean)
+    if not wants_restart:
+        return Action("exited", f"{what}; restart policy '{view.policy}' leaves it stopped")
+    recent = restarts_in_window(view.restart_times, view.now, view.crash_loop.window)
+    if recent >= view.crash_loop.max_restarts:
+        return Action(
+            "fatal",
+            f"crash loop: {what} after {recent} restarts within "
+            f"{view.crash_loop.window:g}s; no more restarts until an operator starts it",
+        )
+    delay = backoff_delay(view.consecutive_failures + 1, view.backoff)
+    return Action("backoff", f"{what}; restarting in {delay:g}s", delay=delay)
+
+
+def decide(view: UnitView) -> Action:
+    """The next action for one component."""
+    if not view.desired_up or view.state in (State.FATAL, State.STOPPING):
+        return NOTHING
+
+    if not view.managed:
+        return _decide_external(view)
+
+    if view.pending_exit is not None and view.state in (
+        State.STARTING,
+        State.RUNNING,
+        State.UNHEALTHY,
+    ):
+        return _exit_action(view, view.pending_exit)
+    if view.kill_in_progress:
+        return NOTHING
+
+    if view.state in (State.STOPPED, State.EXITED, State.UNKNOWN):
+        if view.state is State.EXITED and view.pending_exit is None:
+            return NOTHING  # ended on purpose; only an operator starts it again
+        if view.waiting_for:
+            return NOTHING
+        return Action("start", "start requested")
+
+    if view.state is State.BACKOFF:
+        if view.backoff_until is not None and view.now < view.backoff_until:
+            return NOTHING
+        if view.waiting_for:
+            return NOTHING
+        return Action("start", "backoff elapsed")
+
+    if view.state is State.STARTING:
+        if view.startup == "failing":
+            return Action("kill", f"startup probe failed: {view.probe_reason}")
+        if view.startup in ("unknown",):
+            return NOTHING  # the startup probe protects a slow start; others wait for it
+        if view.liveness == "failing":
+            return Action("kill", f"liveness probe failed: {view.probe_reason}")
+        if view.readiness is None or view.readiness == "passing":
+            return Action("mark_running", "ready" if view.readiness else "started")
+        return NOTHING
+
+    if view.state in (State.RUNNING, State.UNHEALTHY):
+        if view.liveness == "failing":
+            return Action("kill", f"liveness probe failed: {view.probe_reason}")
+        if view.monitor_restart:
+            return Action("kill", view.monitor_restart)
+        if view.state is State.RUNNING and view.readiness == "failing":
+            return Action("mark_unhealthy", f"readiness probe failing: {view.probe_reason}")
+        if view.state is State.UNHEALTHY and view.readiness in (None, "passing"):
+            return Action("mark_running", "readiness probe passing again")
+        if (
+            view.consecutive_failures > 0
+            and view.started_at is not None
+            and view.now - view.started_at >= view.backoff.reset_after
+        ):
+            return Action(
+                "reset_failures", f"stable for {view.backoff.reset_after:g}s; backoff reset"
+            )
+    return NOTHING
+
+
+def _decide_external(view: UnitView) -> Action:
+    """External components are reported, never restarted."""
+    if view.state in (State.STOPPED, State.EXITED, State.UNKNOWN, State.BACKOFF):
+        return Action("start", "watching")
+    failing = view.liveness == "failing" or view.readiness == "failing"
+    if view.state in (State.STARTING, State.RUNNING) and failing:
+        return Action("mark_unhealthy", view.probe_reason or "probe failing")
+    if view.state in (State.STARTING, State.UNHEALTHY) and not failing:
+        passing = view.readiness in (None, "passing") and view.liveness in (None, "passing")
+        if passing:
+            return Action("mark_running", "probes passing")
+    return NOTHING

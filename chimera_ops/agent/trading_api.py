@@ -1,0 +1,150 @@
+"""Agent API routes of the trading control contract: state, halt and resume of every engine.
+
+`GET /v1/trading`, `POST /v1/trading/halt` `{"reason", "wait", "component", "user"}`,
+`POST /v1/trading/resume` `{"reason", "component", "user"}`. Halt and resume are written to the
+audit log with who asked (the CLI sends its user), why, the per-engine result and the duration.
+Reads are not audited: a dashboard polling the state would bury the actions that matter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chimera_ops.trading_spec import TradingConfig
+
+if TYPE_CHECKING:
+    from chimera_ops.agent.loop import Agent
+
+API_PREFIX = "/v1"
+_FIELDS: dict[str, type] = {"reason": str, "wait": bool, "component": str, "user": str}
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+def _unix_socket_only(request: Request) -> bool:
+    # uvicorn reports no client address for a unix-socket peer; the socket's 0600 mode is the
+    # authentication there. Anything over TCP is refused unless the caller passes a check.
+    return request.scope.get("client") is None
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise _BadRequest(400, 'the body must be JSON, e.g. {"reason": "..."}') from None
+    if not isinstance(body, dict):
+        raise _BadRequest(400, "the body must be a JSON object")
+    unknown = sorted(set(body) - set(_FIELDS))
+    if unknown:
+        raise _BadRequest(400, f"unknown field(s): {', '.join(unknown)}")
+    for key, kind in _FIELDS.items():
+        if body.get(key) is not None and not isinstance(body[key], kind):
+            raise _BadRequest(400, f"field {key!r} must be a {kind.__name__}")
+    return body
+
+
+def trading_routes(
+    agent: Agent, authorised: Callable[[Request], bool] | None = None
+) -> list[Route]:
+    """The trading routes, bound to `agent`.
+
+    `authorised` decides who may halt or resume; by default only unix-socket callers, so these
+    routes are safe to mount on the loopback TCP app too.
+    """
+    allowed = authorised or _unix_socket_only
+
+    def engines(component: str | None) -> dict[str, TradingConfig]:
+        cfg = agent.config
+        names = cfg.engines()
+        if not names:
+            raise _BadRequest(
+                409, "no trading engine is configured (no component has a `trading:` section)"
+            )
+        configs = {n: t for n in names if (t := cfg.components[n].trading) is not None}
+        if component is None:
+            return configs
+        if component not in cfg.components:
+            raise _BadRequest(404, f"unknown component {component!r}", known=sorted(cfg.components))
+        if component not in names:
+            raise _BadRequest(
+                400, f"component {component!r} is not a trading engine", engines=names
+            )
+        return {component: configs[component]}
+
+    async def state(request: Request) -> Response:
+        try:
+            targets = engines(request.query_params.get("component"))
+        except _BadRequest as exc:
+            return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status)
+        from chimera_ops.trading import run_on_engines  # httpx only when engines are asked
+
+        rows = await run_on_engines(targets, "state")
+        return JSONResponse({"via": "agent", "engines": rows, "ok": all(r["ok"] for r in rows)})
+
+    async def act(request: Request, op: Literal["halt", "resume"]) -> Response:
+        if not allowed(request):
+            return JSONResponse(
+                {"error": "this listener needs 'Authorization: Bearer <token>' to change state"},
+                status_code=401,
+            )
+        started = time.monotonic()
+        try:
+            body = await _body(request)
+            targets = engines(body.get("component"))
+        except _BadRequest as exc:
+            return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status)
+        user = body.get("user") or None
+        reason = (body.get("reason") or "").strip() or f"{op} through the agent API"
+        wait = bool(body.get("wait")) and op == "halt"
+        from chimera_ops.trading import run_on_engines, summarize
+
+        rows = await run_on_engines(targets, op, reason, wait)
+        duration = time.monotonic() - started
+        ok = all(r["ok"] for r in rows)
+        assert agent.store is not None
+        agent.store.audit(
+            f"{op}-trading",
+            {"components": list(targets), "wait": wait, "via": "agent", "pid": os.getpid()},
+            reason=reason,
+            result=("ok: " if ok else "FAILED: ") + summarize(rows),
+            duration_s=duration,
+            user=user,
+        )
+        return JSONResponse(
+            {
+                "via": "agent",
+                "action": op,
+                "reason": reason,
+                "wait": wait,
+                "ok": ok,
+                "engines": rows,
+            }
+        )
+
+    async def halt(request: Request) -> Response:
+        return await act(request, "halt")
+
+    async def resume(request: Request) -> Response:
+        return await act(request, "resume")
+
+    return [
+        Route(f"{API_PREFIX}/trading", state, methods=["GET"]),
+        Route(f"{API_PREFIX}/trading/halt", halt, methods=["POST"]),
+        Route(f"{API_PREFIX}/trading/resume", resume, methods=["POST"]),
+    ]

@@ -1,0 +1,357 @@
+"""One supervised component: its state, runtime, probes, counters, and the actions on it.
+
+Every state change goes through `Unit.set_state`, which records an event with its reason.
+Decisions are not made here (see reconcile.py); this module carries them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from chimera_ops.agent.reconcile import Action, UnitView
+from chimera_ops.config import ComponentConfig
+from chimera_ops.probes.base import Probe, ProbeResult
+from chimera_ops.probes.factory import build_probe
+from chimera_ops.probes.health import ROLES, ProbeTracker
+from chimera_ops.runtimes.base import ExitInfo, Runtime, StartError
+from chimera_ops.states import State, check_transition
+from chimera_ops.store import ChildRecord, Counters, Store
+
+log = logging.getLogger("chimera_ops.agent")
+
+EventHook = Callable[["Unit", State, State, str], None]
+KillHook = Callable[["Unit", str], Awaitable[None]]
+
+
+class Unit:
+    """A component under supervision."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ComponentConfig,
+        runtime: Runtime,
+        store: Store,
+        wake: asyncio.Event,
+        on_change: EventHook | None = None,
+        before_kill: KillHook | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.runtime = runtime
+        self.store = store
+        self._wake = wake
+        self._on_change = on_change
+        self._before_kill = before_kill
+        self.counters: Counters = store.counters(name)
+        self.state = State.STOPPED
+        self.state_since = time.time()
+        self.reason = ""
+        self.desired_up = True
+        self.started_at: float | None = None
+        self.pending_exit: ExitInfo | None = None
+        self.backoff_until: float | None = None
+        self.monitor_restart: str | None = None
+        self.changed = True  # something metrics show changed since the last export
+        self._kill_reason: str | None = None
+        self._exit_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self._probe_tasks: dict[str, asyncio.Task[None]] = {}
+        self._busy = asyncio.Lock()
+        self.probes: dict[str, tuple[ProbeTracker, Probe]] = {}
+        for role in ROLES:
+            probe_config = getattr(config, role)
+            if probe_config is not None:
+                self.probes[role] = (
+                    ProbeTracker.from_config(name, role, probe_config),
+                    build_probe(
+                        probe_config,
+                        pid_provider=lambda: self.runtime.pid,
+                        env={**os.environ, **config.env},
+                    ),
+                )
+        if self.counters.fatal_reason:
+            self.state = State.FATAL
+            self.reason = self.counters.fatal_reason
+
+    # ----------------------------------------------------------------- state
+    @property
+    def managed(self) -> bool:
+        return self.runtime.manages_process
+
+    @property
+    def busy(self) -> bool:
+        """An action or operator command is being carried out right now."""
+        return self._busy.locked()
+
+    @property
+    def ready(self) -> bool:
+        """Dependents may start: running (and ready, when a readiness probe exists)."""
+        return self.state is State.RUNNING
+
+    def set_state(self, new: State, reason: str, kind: str = "state") -> None:
+        """The one place a state changes: checks the transition and records the event."""
+        old = self.state
+        if old is new and reason == self.reason:
+            return
+        check_transition(old, new)
+        self.state = new
+        self.reason = reason
+        self.changed = True
+        if old is not new:
+            self.state_since = time.time()
+        self.store.add_event(kind, reason, component=self.name, from_state=old, to_state=new)
+        log.info("%s: %s -> %s (%s)", self.name, old, new, reason)
+        if self._on_change is not None:
+            self._on_change(self, old, new, reason)
+
+    def _save_counters(self, **changes: Any) -> None:
+        self.counters = dataclasses.replace(self.counters, **changes)
+        self.store.save_counters(self.counters)
+
+    def view(self, now: float, waiting_for: tuple[str, ...]) -> UnitView:
+        """The pure snapshot reconcile decides on."""
+        statuses = {role: tracker.status for role, (tracker, _) in self.probes.items()}
+        failing = [
+            tracker.last_result.reason
+            for tracker, _ in self.probes.values()
+            if tracker.status == "failing" and tracker.last_result
+        ]
+        return UnitView(
+            name=self.name,
+            managed=self.managed,
+            state=self.state,
+            desired_up=self.desired_up,
+            policy=self.config.restart.policy,
+            backoff=self.config.restart.backoff,
+            crash_loop=self.config.restart.crash_loop,
+            now=now,
+            state_since=self.state_since,
+            started_at=self.started_at,
+            pending_exit=self.pending_exit,
+            consecutive_failures=self.counters.consecutive_failures,
+            # Only an exit needs the crash-loop window: no query on every idle tick.
+            restart_times=self._restart_times(now) if self.pending_exit is not None else (),
+            backoff_until=self.backoff_until,
+            waiting_for=waiting_for,
+            startup=statuses.get("startup"),
+            readiness=statuses.get("readiness"),
+            liveness=statuses.get("liveness"),
+            probe_reason="; ".join(failing),
+            monitor_restart=self.monitor_restart,
+            kill_in_progress=self._kill_reason is not None,
+        )
+
+    def _restart_times(self, now: float) -> tuple[float, ...]:
+        window = self.config.restart.crash_loop.window
+        since = max(now - window, self.counters.loop_reset_at)
+        return tuple(self.store.restart_times(self.name, since))
+
+    # ----------------------------------------------------------------- probes
+    def _eligible_probes(self) -> list[tuple[str, ProbeTracker, Probe]]:
+        """Probes that may run now: not already running, and allowed in this state
+        (startup only while starting; the others only once startup has passed)."""
+        if self.state not in (State.STARTING, State.RUNNING, State.UNHEALTHY):
+            return []
+        startup = self.probes.get("startup")
+        out = []
+        for role, (tracker, probe) in self.probes.items():
+            if role == "startup" and self.state is not State.STARTING:
+                continue
+            if role != "startup" and startup is not None and startup[0].status != "passing":
+                continue  # Kubernetes: other probes wait until the startup probe has passed
+            running = self._probe_tasks.get(role)
+            if running is not None and not running.done():
+                continue
+            out.append((role, tracker, probe))
+        return out
+
+    def launch_due_probes(self, now: float) -> None:
+        """Start each due probe as its own task, so a hanging probe delays no other."""
+        for role, tracker, probe in self._eligible_probes():
+            if tracker.due(now):
+                self._probe_tasks[role] = asyncio.create_task(
+                    self._probe_once(role, tracker, probe)
+                )
+
+    async def _probe_once(self, role: str, tracker: ProbeTracker, probe: Probe) -> None:
+        result: ProbeResult = await probe.run()
+        self.changed = True
+        if tracker.record(result, time.time()):
+            self.store.add_event(
+                "probe",
+                f"{role} {tracker.status}: {result.reason}",
+                component=self.name,
+                data={"role": role, "status": tracker.status, "latency_s": result.latency_s},
+            )
+            self._wake.set()
+
+    def next_due(self, now: float) -> float | None:
+        """The earliest wall time at which this unit needs the loop: backoff end, a probe due."""
+        times: list[float] = []
+        if self.state is State.BACKOFF and self.backoff_until is not None:
+            times.append(self.backoff_until)
+        for _, tracker, _ in self._eligible_probes():
+            times.append(tracker.next_due if tracker.next_due is not None else now)
+        return min(times) if times else None
+
+    def probe_history(self) -> list[dict[str, Any]]:
+        """Recent probe results of every role, for incident capture."""
+        out = []
+        for role, (tracker, _) in self.probes.items():
+            for at, result in tracker.recent():
+                out.append({"role": role, "at": at, **result.to_dict()})
+        return sorted(out, key=lambda r: r["at"])
+
+    # ----------------------------------------------------------------- actions
+    async def apply(self, action: Action, now: float) -> None:
+        """Carry out one reconcile decision."""
+        async with self._busy:
+            await self._apply(action, now)
+
+    async def _apply(self, action: Action, now: float) -> None:
+        kind = action.kind
+        if kind == "start":
+            await self._start(action.reason, now)
+        elif kind == "mark_running":
+            self.set_state(State.RUNNING, action.reason)
+        elif kind == "mark_unhealthy":
+            self.set_state(State.UNHEALTHY, action.reason)
+        elif kind == "kill":
+            await self._kill(action.reason)
+        elif kind == "backoff":
+            self._clear_exit()
+            self.store.add_restart(self.name, action.reason, ts=now)
+            self._save_counters(
+                consecutive_failures=self.counters.consecutive_failures + 1,
+                total_restarts=self.counters.total_restarts + 1,
+                last_exit=action.reason,
+            )
+            self.backoff_until = now + action.delay
+            self.set_state(State.BACKOFF, action.reason)
+        elif kind == "fatal":
+            self._clear_exit()
+            self._save_counters(fatal_reason=action.reason, last_exit=action.reason)
+            self.set_state(State.FATAL, action.reason)
+        elif kind == "exited":
+            self._clear_exit()
+            self._save_counters(last_exit=action.reason)
+            self.set_state(State.EXITED, action.reason)
+        elif kind == "reset_failures":
+            self._save_counters(consecutive_failures=0)
+            self.store.add_event("backoff_reset", action.reason, component=self.name)
+
+    def _clear_exit(self) -> None:
+        self.pending_exit = None
+        self._kill_reason = None
+        self.started_at = None
+        self.monitor_restart = None
+        self.store.clear_child(self.name)
+
+    async def _start(self, reason: str, now: float) -> None:
+        for tracker, _ in self.probes.values():
+            tracker.start(now)
+        if not self.managed:
+            self.started_at = now
+            self.set_state(State.STARTING, reason)
+            return
+        try:
+            pid = await self.runtime.start()
+        except StartError as exc:
+            message = f"cannot start: {exc}"
+            self._save_counters(fatal_reason=message, last_exit=message)
+            self.set_state(State.FATAL, message)
+            return
+        self.started_at = now
+        self.backoff_until = None
+        create_time = getattr(self.runtime, "create_time", None) or now
+        if pid:
+            self.store.set_child(ChildRecord(self.name, pid, create_time, os.getpid(), now))
+        self.set_state(State.STARTING, f"{reason}; pid {pid}")
+        self._exit_task = asyncio.create_task(self._watch_exit())
+
+    async def _watch_exit(self) -> None:
+        info = await self.runtime.wait()
+        if self._kill_reason is not None:
+            # Killed by the agent for a health reason: that is a failure, not a requested stop.
+            info = dataclasses.replace(info, expected=False)
+            self.reason = self._kill_reason
+        self.pending_exit = info
+        self._wake.set()
+
+    async def _kill(self, reason: str) -> None:
+        self._kill_reason = reason
+        if self.state is State.STARTING or self.state is State.RUNNING:
+            self.set_state(State.UNHEALTHY, reason)
+        self.store.add_event("kill", reason, component=self.name)
+        if self._before_kill is not None:
+            try:
+                await self._before_kill(self, reason)
+            except Exception:  # noqa: BLE001 - capture must never block the recovery
+                log.exception("%s: incident capture failed", self.name)
+        # Kept: the loop holds only weak references to tasks.
+        self._stop_task = asyncio.create_task(self.runtime.stop())
+
+    # ----------------------------------------------------------------- operator
+    async def stop(self, reason: str) -> None:
+        """Stop on purpose (operator or agent shutdown); stays stopped."""
+        async with self._busy:
+            self.desired_up = False
+            if self.state in (State.STOPPED, State.FATAL, State.EXITED):
+                if self.state is not State.STOPPED:
+                    self.set_state(State.STOPPED, reason)
+                return
+            if self.state is State.BACKOFF:
+                self._clear_exit()
+                self.set_state(State.STOPPED, reason)
+                return
+            self.set_state(State.STOPPING, reason)
+            await self.runtime.stop()
+            if self._exit_task is not None:
+                await asyncio.wait([self._exit_task], timeout=5)
+            self._clear_exit()
+            self.set_state(State.STOPPED, reason)
+
+    async def start(self, reason: str) -> None:
+        """Operator start: clears fatal and crash counters; reconcile does the rest."""
+        async with self._busy:
+            self.desired_up = True
+            if self.counters.fatal_reason or self.counters.consecutive_failures:
+                self._save_counters(
+                    fatal_reason=None, consecutive_failures=0, loop_reset_at=time.time()
+                )
+            if self.state in (State.FATAL, State.EXITED):
+                self.set_state(State.STOPPED, reason)
+            self.store.add_event("operator", reason, component=self.name)
+        self._wake.set()
+
+    def cancel_tasks(self) -> None:
+        """Cancel probe tasks on shutdown."""
+        for task in self._probe_tasks.values():
+            task.cancel()
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The stable status shape of one component (see docs/status-json.md)."""
+        pid = self.runtime.pid
+        health = {role: tracker.snapshot() for role, (tracker, _) in self.probes.items()}
+        return {
+            "name": self.name,
+            "runtime": self.config.runtime,
+            "state": str(self.state),
+            "reason": self.reason,
+            "since": self.state_since,
+            "pid": pid,
+            "uptime_s": (now - self.started_at) if self.started_at and pid else None,
+            "restarts": self.counters.total_restarts,
+            "consecutive_failures": self.counters.consecutive_failures,
+            "last_exit": self.counters.last_exit,
+            "ready": self.ready,
+            "depends_on": list(self.config.depends_on),
+            "health": health,
+        }

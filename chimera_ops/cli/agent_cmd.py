@@ -1,0 +1,38 @@
+"""`chimera-ops agent`: run the watchdog in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from chimera_ops.cli.common import EXIT_PROBLEM, CliContext, fail, pass_cli
+
+
+@click.command()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@pass_cli
+def agent(cli_ctx: CliContext, verbose: bool) -> None:
+    """Run the agent in the foreground until SIGTERM or Ctrl-C.
+
+    On SIGTERM/SIGINT it stops the components in reverse dependency order and exits 0.
+    """
+    cfg = cli_ctx.config()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from chimera_ops.agent.lock import AgentAlreadyRunning
+    from chimera_ops.agent.loop import Agent
+
+    try:
+        code = asyncio.run(Agent(cfg).run())
+    except AgentAlreadyRunning as exc:
+        fail(str(exc), EXIT_PROBLEM)
+    except RuntimeError as exc:
+        fail(str(exc), EXIT_PROBLEM)
+    sys.exit(code)

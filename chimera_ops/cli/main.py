@@ -1,0 +1,68 @@
+"""The `chimera-ops` click group. Each command lives in its own thin module, imported only when
+that command runs (click's lazy-group pattern): `chimera-ops status` must start fast."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from chimera_ops import __version__
+from chimera_ops.cli.common import CliContext
+
+# command name -> "module:attribute" under chimera_ops.cli
+COMMANDS = {
+    "agent": "agent_cmd:agent",
+    "status": "status:status",
+    "start": "control:start",
+    "stop": "control:stop",
+    "restart": "control:restart",
+    "events": "events:events",
+    "config": "config_cmd:config",
+    "probe": "probe:probe",
+    "doctor": "doctor_cmd:doctor",
+    "incidents": "incidents_cmd:incidents",
+    "halt-trading": "trading_cmd:halt_trading",
+    "resume-trading": "trading_cmd:resume_trading",
+    "trading-state": "trading_cmd:trading_state",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(f"chimera_ops.cli.{module}"), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="chimera-ops")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="CHIMERA_OPS_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Config file (default: $CHIMERA_OPS_CONFIG or ./chimera-ops.yaml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Watchdog agent and operations CLI for a small trading stack.
+
+    Exit codes: 0 ok, 1 problem found, 2 usage or config error.
+    """
+    ctx.obj = CliContext(config_path=config_path)
+
+
+def main(*args: Any) -> None:
+    """Console-script entry point."""
+    cli(prog_name="chimera-ops")

@@ -1,0 +1,108 @@
+"""Client of the agent's control API over its unix socket (stdlib only: the CLI starts fast)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from chimera_ops.agent.paths import socket_path
+
+
+class AgentUnavailable(Exception):
+    """No agent answers on the state_dir's socket."""
+
+
+class AgentError(Exception):
+    """The agent answered with an error status."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(body.get("error") or f"HTTP {status}")
+
+
+def _exchange(path: str, timeout: float, request: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 request with `Connection: close` over a unix socket: (status, body).
+
+    Plain sockets rather than http.client, whose import (the email package) alone costs more
+    than a whole `chimera-ops status` round trip to the agent.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    finally:
+        sock.close()
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        raise AgentUnavailable(f"agent socket {path} answered something that is not HTTP")
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
+    return int(status_line[1]), body
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return out
+
+
+class AgentClient:
+    """Talks to the agent of one state_dir."""
+
+    def __init__(self, state_dir: Path, timeout: float = 30.0) -> None:
+        self.path = socket_path(state_dir)
+        self.timeout = timeout
+
+    def request(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One JSON request; AgentUnavailable when nothing listens, AgentError on 4xx/5xx."""
+        if not self.path.exists():
+            raise AgentUnavailable(f"no agent socket at {self.path}")
+        payload = json.dumps(body).encode() if body is not None else b""
+        request = (
+            f"{method} {url} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
+        try:
+            status, raw = _exchange(str(self.path), self.timeout, request)
+        except (ConnectionRefusedError, FileNotFoundError) as exc:
+            raise AgentUnavailable(f"agent socket {self.path} does not answer: {exc}") from exc
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {"raw": raw.decode(errors="replace")}
+        if status >= 400:
+            raise AgentError(status, data)
+        return data
+
+    def status(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/status")
+
+    def action(self, name: str, verb: str, reason: str | None = None) -> dict[str, Any]:
+        return self.request(
+            "POST", f"/v1/components/{name}/{verb}", {"reason": reason} if reason else {}
+        )
+
+    def events(
+        self, component: str | None, since: float | None, limit: int = 1000
+    ) -> dict[str, Any]:
+        query = [f"limit={limit}"]
+        if component:
+            query.append(f"component={component}")
+        if since is not None:
+            query.append(f"since={since}")
+        return self.request("GET", "/v1/events?" + "&".join(query))

@@ -1,0 +1,165 @@
+"""Own children: a component run as a child process of the agent.
+
+Rules (ARCHITECTURE.md, "Process runtime rules"):
+- the exit is seen at once: the agent awaits the child's wait(), it never polls a pid;
+- each child runs in its own session (so a terminal's Ctrl-C reaches the agent, not the child,
+  and the agent decides the stop order);
+- each child dies with the agent: PR_SET_PDEATHSIG=SIGKILL (via `setpriv`, so no unsafe
+  preexec_fn in a threaded process), plus the death guard for descendants;
+- stop = stop signal, grace, then SIGKILL of the whole tree, setsid'd descendants included;
+- stdout and stderr go to a size-rotated file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import psutil
+
+from chimera_ops.config import ComponentConfig
+from chimera_ops.runtimes.base import ExitInfo, Runtime, StartError
+from chimera_ops.runtimes.logfile import RotatingLog, pump
+from chimera_ops.runtimes.tree import MARKER_ENV, kill_tree, signal_tree, tree_pids
+
+SETPRIV = shutil.which("setpriv")
+_PIPE_LIMIT = 256 * 1024  # longest line kept whole; longer lines are split
+
+
+def _resolve_executable(argv0: str, cwd: Path | None, env: Mapping[str, str]) -> str:
+    if "/" in argv0:
+        path = Path(argv0) if Path(argv0).is_absolute() else (cwd or Path.cwd()) / argv0
+        if not path.exists():
+            raise StartError(f"executable {argv0!r} not found ({path})")
+        if not os.access(path, os.X_OK):
+            raise StartError(f"{argv0!r} is not executable ({path})")
+        return str(path)
+    found = shutil.which(argv0, path=env.get("PATH", os.defpath))
+    if not found:
+        raise StartError(f"executable {argv0!r} not found on PATH")
+    return found
+
+
+class ProcessRuntime(Runtime):
+    """Runs `command` as a supervised child."""
+
+    def __init__(self, name: str, config: ComponentConfig, log_dir: Path, marker: str) -> None:
+        self.name = name
+        self.config = config
+        self.marker = marker
+        self.log = RotatingLog(log_dir / f"{name}.log", config.logs.max_size, config.logs.keep)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._exit: ExitInfo | None = None
+        self.create_time: float | None = None
+
+    # ----------------------------------------------------------------- start
+    async def start(self) -> int:
+        """Spawn the child; StartError when it cannot be started at all."""
+        cfg = self.config
+        assert cfg.command, "process runtime needs a command"
+        env = {**os.environ, **cfg.env, MARKER_ENV: self.marker}
+        if cfg.cwd is not None and not cfg.cwd.is_dir():
+            raise StartError(f"working directory {str(cfg.cwd)!r} does not exist")
+        executable = _resolve_executable(cfg.command[0], cfg.cwd, env)
+        argv = [executable, *cfg.command[1:]]
+        if SETPRIV:
+            argv = [SETPRIV, "--pdeathsig", "SIGKILL", "--", *argv]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=str(cfg.cwd) if cfg.cwd else None,
+                env=env,
+                start_new_session=True,
+                limit=_PIPE_LIMIT,
+            )
+        except OSError as exc:
+            raise StartError(f"cannot start {cfg.command[0]!r}: {exc.strerror or exc}") from exc
+        self._proc = proc
+        self._stopping = False
+        self._exit = None
+        try:
+            self.create_time = psutil.Process(proc.pid).create_time()
+        except psutil.Error:
+            self.create_time = time.time()
+        assert proc.stdout and proc.stderr
+        self._pumps = [
+            asyncio.create_task(pump(proc.stdout, self.log, "stdout")),
+            asyncio.create_task(pump(proc.stderr, self.log, "stderr")),
+        ]
+        self.log.note(f"started pid {proc.pid}: {' '.join(cfg.command)}")
+        return proc.pid
+
+    # ----------------------------------------------------------------- observe
+    @property
+    def pid(self) -> int | None:
+        if self._proc is None or self._proc.returncode is not None:
+            return None
+        return self._proc.pid
+
+    def pids(self) -> list[int]:
+        """The main pid and every descendant, including setsid'd ones carrying the marker."""
+        if self.pid is None:
+            return []
+        return sorted(tree_pids(self.pid, self.marker))
+
+    def log_files(self) -> list[Path]:
+        return self.log.files()
+
+    async def wait(self) -> ExitInfo:
+        """Wait for the main process to end; then sweep what it left behind."""
+        proc = self._proc
+        assert proc is not None, "wait() before start()"
+        returncode = await proc.wait()
+        if self._exit is None:
+            code, sig = (None, -returncode) if returncode < 0 else (returncode, None)
+            self._exit = ExitInfo(code=code, signal=sig, at=time.time(), expected=self._stopping)
+            # Leftovers (a setsid'd grandchild still holding a port) would block the restart.
+            await asyncio.to_thread(kill_tree, None, proc.pid, self.marker)
+            self.log.note(f"pid {proc.pid} ended: {self._exit.describe()}")
+            await self._drain_pumps()
+        return self._exit
+
+    async def _drain_pumps(self) -> None:
+        # The pipes close when the last holder is gone; do not wait forever for a stray holder.
+        if self._pumps:
+            _, pending = await asyncio.wait(self._pumps, timeout=1.0)
+            for task in pending:
+                task.cancel()
+        self._pumps = []
+
+    # ----------------------------------------------------------------- stop
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop signal to the group, wait `grace`, SIGKILL the whole tree."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            await asyncio.to_thread(kill_tree, None, None, self.marker)
+            return
+        self._stopping = True
+        grace = self.config.stop.grace if grace is None else grace
+        before = await asyncio.to_thread(tree_pids, proc.pid, self.marker)
+        signal_tree({proc.pid}, proc.pid, int(self.config.stop.signal))
+        # A SIGSTOPped child cannot act on SIGTERM until it is continued.
+        signal_tree({proc.pid}, proc.pid, signal.SIGCONT)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=grace)
+        except TimeoutError:
+            self.log.note(
+                f"pid {proc.pid} ignored {self.config.stop.signal.name} for {grace:g}s: SIGKILL"
+            )
+        await asyncio.to_thread(kill_tree, proc.pid, proc.pid, self.marker)
+        signal_tree(before, None, signal.SIGKILL)
+        await self.wait()
+
+    def close(self) -> None:
+        """Release the log file."""
+        self.log.close()

@@ -1,0 +1,324 @@
+"""Embedded SQLite (WAL) store in state_dir: events, restarts, children, audit, counters.
+
+One writer (the agent) and any number of readers (the CLI). Every call is short; WAL keeps
+readers from blocking the agent.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    component TEXT,
+    kind TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_component ON events(component, ts);
+CREATE TABLE IF NOT EXISTS restarts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    component TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS restarts_component ON restarts(component, ts);
+CREATE TABLE IF NOT EXISTS children (
+    component TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    create_time REAL NOT NULL,
+    agent_pid INTEGER NOT NULL,
+    started_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    component TEXT PRIMARY KEY,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    total_restarts INTEGER NOT NULL DEFAULT 0,
+    fatal_reason TEXT,
+    last_exit TEXT,
+    loop_reset_at REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    user TEXT NOT NULL,
+    host TEXT NOT NULL,
+    command TEXT NOT NULL,
+    args TEXT,
+    reason TEXT,
+    result TEXT,
+    duration_s REAL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One recorded event."""
+
+    id: int
+    ts: float
+    component: str | None
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    reason: str
+    data: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ts": self.ts,
+            "component": self.component,
+            "kind": self.kind,
+            "from_state": self.from_state,
+            "to_state": self.to_state,
+            "reason": self.reason,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True)
+class ChildRecord:
+    """A child the agent started: enough to recognise it after an agent restart."""
+
+    component: str
+    pid: int
+    create_time: float
+    agent_pid: int
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Per-component restart counters that survive an agent restart."""
+
+    component: str
+    consecutive_failures: int = 0
+    total_restarts: int = 0
+    fatal_reason: str | None = None
+    last_exit: str | None = None
+    loop_reset_at: float = (
+        0.0  # an operator start: earlier restarts no longer count to a crash loop
+    )
+
+
+class Store:
+    """SQLite store at `state_dir/chimera.db`."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = path
+        if readonly:
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        self._db.row_factory = sqlite3.Row
+
+    @classmethod
+    def open_in(cls, state_dir: Path, readonly: bool = False) -> Store:
+        """Open the store of a state dir."""
+        return cls(state_dir / "chimera.db", readonly=readonly)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    # ----------------------------------------------------------------- events
+    def add_event(
+        self,
+        kind: str,
+        reason: str = "",
+        component: str | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        data: dict[str, Any] | None = None,
+        ts: float | None = None,
+    ) -> int:
+        """Record one event; returns its id."""
+        cur = self._db.execute(
+            "INSERT INTO events(ts, component, kind, from_state, to_state, reason, data)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (
+                ts if ts is not None else time.time(),
+                component,
+                kind,
+                from_state,
+                to_state,
+                reason,
+                json.dumps(data) if data is not None else None,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def events(
+        self, component: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[Event]:
+        """Events, oldest first, optionally for one component and after a time."""
+        sql = "SELECT * FROM events WHERE 1=1"
+        args: list[Any] = []
+        if component:
+            sql += " AND component = ?"
+            args.append(component)
+        if since is not None:
+            sql += " AND ts >= ?"
+            args.append(since)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        rows = self._db.execute(sql, args).fetchall()
+        return [
+            Event(
+                id=r["id"],
+                ts=r["ts"],
+                component=r["component"],
+                kind=r["kind"],
+                from_state=r["from_state"],
+                to_state=r["to_state"],
+                reason=r["reason"],
+                data=json.loads(r["data"]) if r["data"] else None,
+            )
+            for r in reversed(rows)
+        ]
+
+    # ----------------------------------------------------------------- restarts / counters
+    def add_restart(self, component: str, reason: str, ts: float | None = None) -> None:
+        """Record a restart and bump the total counter."""
+        now = ts if ts is not None else time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO restarts(ts, component, reason) VALUES (?,?,?)",
+                (now, component, reason),
+            )
+            db.execute(
+                "INSERT INTO counters(component, total_restarts) VALUES (?, 1)"
+                " ON CONFLICT(component) DO UPDATE SET total_restarts = total_restarts + 1",
+                (component,),
+            )
+
+    def restart_times(self, component: str, since: float) -> list[float]:
+        """Timestamps of restarts of a component since a time (for crash-loop windows)."""
+        rows = self._db.execute(
+            "SELECT ts FROM restarts WHERE component = ? AND ts >= ? ORDER BY ts",
+            (component, since),
+        ).fetchall()
+        return [float(r[0]) for r in rows]
+
+    def counters(self, component: str) -> Counters:
+        """Counters of a component (zeros if never recorded)."""
+        row = self._db.execute(
+            "SELECT * FROM counters WHERE component = ?", (component,)
+        ).fetchone()
+        if row is None:
+            return Counters(component=component)
+        return Counters(
+            component=component,
+            consecutive_failures=row["consecutive_failures"],
+            total_restarts=row["total_restarts"],
+            fatal_reason=row["fatal_reason"],
+            last_exit=row["last_exit"],
+            loop_reset_at=row["loop_reset_at"],
+        )
+
+    def save_counters(self, counters: Counters) -> None:
+        """Upsert the counters of a component."""
+        self._db.execute(
+            "INSERT INTO counters(component, consecutive_failures, total_restarts, fatal_reason,"
+            " last_exit, loop_reset_at) VALUES (?,?,?,?,?,?) ON CONFLICT(component) DO UPDATE SET"
+            " consecutive_failures=excluded.consecutive_failures,"
+            " total_restarts=excluded.total_restarts, fatal_reason=excluded.fatal_reason,"
+            " last_exit=excluded.last_exit, loop_reset_at=excluded.loop_reset_at",
+            (
+                counters.component,
+                counters.consecutive_failures,
+                counters.total_restarts,
+                counters.fatal_reason,
+                counters.last_exit,
+                counters.loop_reset_at,
+            ),
+        )
+
+    # ----------------------------------------------------------------- children
+    def set_child(self, record: ChildRecord) -> None:
+        """Remember the live child of a component."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO children(component, pid, create_time, agent_pid, started_at)"
+            " VALUES (?,?,?,?,?)",
+            (record.component, record.pid, record.create_time, record.agent_pid, record.started_at),
+        )
+
+    def clear_child(self, component: str) -> None:
+        """Forget the child of a component (it exited or was stopped)."""
+        self._db.execute("DELETE FROM children WHERE component = ?", (component,))
+
+    def children(self) -> list[ChildRecord]:
+        """Every child recorded as live."""
+        rows = self._db.execute("SELECT * FROM children").fetchall()
+        return [
+            ChildRecord(r["component"], r["pid"], r["create_time"], r["agent_pid"], r["started_at"])
+            for r in rows
+        ]
+
+    # ----------------------------------------------------------------- audit
+    def audit(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        reason: str | None = None,
+        result: str | None = None,
+        duration_s: float | None = None,
+        user: str | None = None,
+    ) -> int:
+        """Record an operator command: who, when, where, why, and how it ended."""
+        cur = self._db.execute(
+            "INSERT INTO audit(ts, user, host, command, args, reason, result, duration_s)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (
+                time.time(),
+                user or _current_user(),
+                socket.gethostname(),
+                command,
+                json.dumps(args or {}),
+                reason,
+                result,
+                duration_s,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def audit_entries(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Most recent audit entries, oldest first."""
+        rows = self._db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(r) | {"args": json.loads(r["args"] or "{}")} for r in reversed(rows)]
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return "unknown"

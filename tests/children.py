@@ -1,0 +1,89 @@
+"""Small real programs the tests supervise: `python tests/children.py KIND ...`.
+
+http PORT            an HTTP server answering GET /health with 200
+crash SECONDS CODE   run a little, then exit with CODE
+setsid-spawn PORT    start a grandchild that calls setsid() and listens on PORT, then sleep
+sleep                sleep forever, ignoring nothing
+leak MB_PER_S        allocate and keep MB_PER_S megabytes every second (the unbounded-history bug)
+saw MB PERIOD        allocate up to MB then free it, every PERIOD seconds: busy but not leaking
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import sys
+import time
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        body = b'{"ok": true}'
+        self.send_response(200 if self.path.startswith("/health") else 404)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve_http(port: int) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Health)
+    print(f"serving on {port}", flush=True)
+    server.serve_forever()
+
+
+def setsid_spawn(port: int) -> None:
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(5)
+        print(f"grandchild {os.getpid()} listening on {port}", flush=True)
+        while True:
+            time.sleep(1)
+    print(f"spawned grandchild {pid}", flush=True)
+    while True:
+        time.sleep(1)
+
+
+def main() -> None:
+    kind = sys.argv[1]
+    if kind == "http":
+        serve_http(int(sys.argv[2]))
+    elif kind == "crash":
+        time.sleep(float(sys.argv[2]))
+        print("crashing now", file=sys.stderr, flush=True)
+        sys.exit(int(sys.argv[3]))
+    elif kind == "setsid-spawn":
+        setsid_spawn(int(sys.argv[2]))
+    elif kind == "leak":
+        rate = float(sys.argv[2])
+        kept: list[bytearray] = []
+        while True:
+            for _ in range(10):
+                kept.append(bytearray(b"x" * int(rate * 1024 * 1024 / 10)))
+                time.sleep(0.1)
+    elif kind == "saw":
+        top, period = float(sys.argv[2]), float(sys.argv[3])
+        steps = 10
+        while True:
+            held = []
+            for _ in range(steps):
+                held.append(bytearray(b"y" * int(top * 1024 * 1024 / steps)))
+                time.sleep(period / steps / 2)
+            del held
+            time.sleep(period / 2)
+    elif kind == "sleep":
+        while True:
+            time.sleep(1)
+    else:
+        raise SystemExit(f"unknown kind {kind}")
+
+
+if __name__ == "__main__":
+    main()
