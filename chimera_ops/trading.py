@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
+from chimera_ops.aio import within
 from chimera_ops.trading_spec import TradingConfig
 
 REASON_ENV = "CHIMERA_TRADING_REASON"
@@ -219,7 +220,7 @@ class _Command:
             ) from None
         payload = json.dumps(body).encode() if body is not None else b""
         try:
-            out, err = await asyncio.wait_for(proc.communicate(payload), self.timeout)
+            out, err = await within(proc.communicate(payload), self.timeout)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

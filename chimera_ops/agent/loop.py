@@ -27,6 +27,7 @@ from chimera_ops.agent.paths import MAX_SOCKET_PATH, instance_id, log_dir, socke
 from chimera_ops.agent.reconcile import decide
 from chimera_ops.agent.unit import Unit
 from chimera_ops.agent.watch import Watcher
+from chimera_ops.aio import within
 from chimera_ops.alerts import AlertSink
 from chimera_ops.config import ChimeraConfig, UnknownComponent
 from chimera_ops.monitors.tree import tree_rss
@@ -250,7 +251,7 @@ class Agent:
             # falls due, or at once when a child exits or a verdict changes (wake).
             until = min(next_tick - time.monotonic(), self._seconds_to_next_due())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_or_shutdown(), timeout=max(MIN_SLEEP, until))
+                await within(self._wake_or_shutdown(), timeout=max(MIN_SLEEP, until))
 
     def _seconds_to_next_due(self) -> float:
         now = time.time()

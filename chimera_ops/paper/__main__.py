@@ -18,6 +18,7 @@ import psycopg
 import uvicorn
 from psycopg_pool import PoolTimeout
 
+from chimera_ops.aio import within
 from chimera_ops.paper.app import build_app
 from chimera_ops.paper.cache import RedisCache, check_redis
 from chimera_ops.paper.config import EngineConfig, load_config
@@ -145,13 +146,13 @@ async def run(cfg: EngineConfig) -> int:
     # Bounded: every step has its own timeout, and this deadline guarantees "exit within a few
     # seconds" even if one of them misbehaves (a supervisor would SIGKILL us anyway).
     try:
-        await asyncio.wait_for(engine.shutdown(), timeout=SHUTDOWN_DEADLINE_S)
+        await within(engine.shutdown(), timeout=SHUTDOWN_DEADLINE_S)
     except TimeoutError:
         log.error("shutdown did not finish within %ss; exiting anyway", SHUTDOWN_DEADLINE_S)
         return 1
     server.should_exit = True
     with contextlib.suppress(asyncio.TimeoutError, Exception):
-        await asyncio.wait_for(serve, timeout=3.0)
+        await within(serve, timeout=3.0)
     stopper.cancel()
     if serve in done and serve.exception() is not None:
         return 1

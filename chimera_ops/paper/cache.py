@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
+from chimera_ops.aio import within
 from chimera_ops.paper.store import StartupError, one_line
 from chimera_ops.redact import redact_dsn
 
@@ -73,7 +73,7 @@ class RedisCache:
 
     async def ping(self, timeout: float) -> None:
         """PING; raises on failure."""
-        await asyncio.wait_for(self.client.ping(), timeout=timeout)
+        await within(self.client.ping(), timeout=timeout)
 
     async def push(
         self,
@@ -105,7 +105,7 @@ async def check_redis(url: str, timeout: float) -> None:
     """Connect and PING once at start; :class:`StartupError` with one redacted line otherwise."""
     client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
-        await asyncio.wait_for(client.ping(), timeout=timeout + 1)
+        await within(client.ping(), timeout=timeout + 1)
     except (TimeoutError, OSError, aioredis.RedisError) as exc:
         raise StartupError(f"cannot use Redis at {redact_dsn(url)}: {one_line(exc)}") from None
     finally:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from chimera_ops.aio import within
 from chimera_ops.paper.book import Fill, Order, OrderBook, fill_id_for
 from chimera_ops.paper.buffer import StateRow, WriteBuffer
 from chimera_ops.paper.cache import RedisCache
@@ -144,14 +145,18 @@ class Engine:
         log.info("shutdown: %d open orders cancelled; stopping loops", cancelled)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Bounded: a loop that swallowed its cancellation must not hold the exit hostage.
+        _, stuck = await asyncio.wait(self._tasks, timeout=2.0) if self._tasks else ((), ())
+        if stuck:
+            names = ", ".join(task.get_coro().__name__ for task in stuck)  # type: ignore[union-attr]
+            log.error("shutdown: loops still running after cancel: %s", names)
         log.info("shutdown: loops stopped; flushing")
         flushed = await self.flush(timeout=3.0)
         pending = self.buffer.pending()
         if not flushed or pending:
             log.error("shutdown: %d rows could not be written to PostgreSQL", pending)
         try:
-            await asyncio.wait_for(self._push_cache(), timeout=1.0)
+            await within(self._push_cache(), timeout=1.0)
         except Exception as exc:  # noqa: BLE001 - best effort on the way out
             log.warning("shutdown: redis push failed: %s", one_line(exc))
         log.info("shutdown: closing pools")
@@ -273,7 +278,7 @@ class Engine:
         period = 1.0 / self.cfg.rate
         max_burst = max(1, int(self.cfg.rate * 0.25))
         next_at = time.monotonic()
-        while True:
+        while not self.stopping:
             now = time.monotonic()
             due = min(max_burst, int((now - next_at) / period) + 1)
             for _ in range(due):
@@ -303,7 +308,7 @@ class Engine:
                 rows = len(batch.orders) + len(batch.fills) + (1 if batch.state else 0)
                 started = time.monotonic()
                 try:
-                    positions = await asyncio.wait_for(self.store.write_batch(batch), remaining)
+                    positions = await within(self.store.write_batch(batch), remaining)
                 except asyncio.CancelledError:
                     self.buffer.put_back(batch)
                     raise
@@ -327,7 +332,7 @@ class Engine:
 
     async def _writer_loop(self) -> None:
         failures = 0
-        while True:
+        while not self.stopping:
             ok = await self.flush()
             failures = 0 if ok else failures + 1
             delay = self.cfg.flush_interval if ok else min(BACKOFF_MAX, 0.2 * 2**failures)
@@ -348,9 +353,9 @@ class Engine:
 
     async def _cache_loop(self) -> None:
         failures = 0
-        while True:
+        while not self.stopping:
             try:
-                await asyncio.wait_for(self._push_cache(), timeout=5.0)
+                await within(self._push_cache(), timeout=5.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -366,7 +371,7 @@ class Engine:
             await asyncio.sleep(0.25)
 
     async def _health_loop(self) -> None:
-        while True:
+        while not self.stopping:
             # Pings run concurrently so one dead server does not delay noticing the other.
             pg, rd = await asyncio.gather(
                 self.store.ping(2.0), self.cache.ping(2.0), return_exceptions=True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from chimera_ops.aio import within
 from chimera_ops.paper.book import Order
 from chimera_ops.paper.buffer import Batch, StateRow
 from chimera_ops.redact import dsn_password, redact_dsn, redact_text
@@ -116,8 +116,8 @@ def one_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
 
 
 async def _connect(dsn: str, timeout: float, autocommit: bool = False) -> psycopg.AsyncConnection:
-    # connect_timeout bounds each host attempt inside libpq; wait_for bounds the whole thing.
-    return await asyncio.wait_for(
+    # connect_timeout bounds each host attempt inside libpq; within() bounds the whole thing.
+    return await within(
         psycopg.AsyncConnection.connect(
             dsn, connect_timeout=max(1, int(timeout)), autocommit=autocommit
         ),
@@ -221,7 +221,7 @@ class PgStore:
     async def ping(self, timeout: float) -> None:
         """``SELECT 1`` through the pool; raises on any failure."""
         async with self.pool.connection(timeout=timeout) as conn:
-            await asyncio.wait_for(conn.execute("SELECT 1"), timeout=timeout)
+            await within(conn.execute("SELECT 1"), timeout=timeout)
 
     async def write_batch(self, batch: Batch) -> dict[str, int]:
         """Write a batch in ONE transaction; return the new positions of the symbols it moved."""

@@ -13,6 +13,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from chimera_ops.aio import within
+
 OUTPUT_TAIL = 4096
 """Bytes of output kept: enough for a reason, bounded even for a command that prints forever."""
 
@@ -53,4 +55,4 @@ async def run_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
                 proc.kill()
             # Reap it so no zombie is left; shielded so a second cancel cannot skip the wait.
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(asyncio.wait_for(proc.wait(), timeout=5))
+                await asyncio.shield(within(proc.wait(), timeout=5))

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from chimera_ops.aio import within
+
 
 @dataclass(frozen=True)
 class ProbeResult:
@@ -54,7 +56,7 @@ class Probe(ABC):
         """Run `check` under the timeout; never raises (except CancelledError)."""
         started = time.monotonic()
         try:
-            result = await asyncio.wait_for(self.check(), timeout=self.timeout)
+            result = await within(self.check(), timeout=self.timeout)
         except TimeoutError:
             return ProbeResult(
                 ok=False,

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
+from chimera_ops.aio import within
+
 MAX_HEADERS = 100
 MAX_LINE = 16 * 1024
 
@@ -119,4 +121,4 @@ async def get(
     finally:
         writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await within(writer.wait_closed(), 1.0)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from chimera_ops.aio import within
 from chimera_ops.config import ComponentConfig
 from chimera_ops.runtimes.base import ExitInfo, Runtime, StartError
 from chimera_ops.runtimes.logfile import RotatingLog, pump
@@ -151,7 +152,7 @@ class ProcessRuntime(Runtime):
         # A SIGSTOPped child cannot act on SIGTERM until it is continued.
         signal_tree({proc.pid}, proc.pid, signal.SIGCONT)
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=grace)
+            await within(asyncio.shield(proc.wait()), timeout=grace)
         except TimeoutError:
             self.log.note(
                 f"pid {proc.pid} ignored {self.config.stop.signal.name} for {grace:g}s: SIGKILL"
