@@ -108,7 +108,7 @@ class AgentConfig(StrictModel):
 
     state_dir: Path = Path("./var")
     # A safety net only: exits, probe verdicts, backoff ends and due probes wake the loop.
-    tick: Duration = 1.0
+    tick: Duration = 5.0
     metrics: MetricsConfig = MetricsConfig()
     api: ApiConfig = ApiConfig()
     alerts: AlertsConfig = AlertsConfig()
@@ -116,8 +116,14 @@ class AgentConfig(StrictModel):
 
 
 class BackoffConfig(StrictModel):
-    """Exponential restart delay: initial * 2^n, capped, reset after stable uptime."""
+    """Restart delays: ``first`` after a crash from a stable run, then initial * 2^n, capped.
 
+    A component that ran stably and crashes once is back after ``first`` (like systemd's
+    RestartSec=100ms; supervisord restarts at once); only a repeat failure, before
+    ``reset_after`` of uptime, backs off from ``initial``.
+    """
+
+    first: Duration = 0.1
     initial: Duration = 1.0
     max: Duration = 60.0
     reset_after: Duration = 60.0
@@ -126,6 +132,8 @@ class BackoffConfig(StrictModel):
     def _ordered(self) -> BackoffConfig:
         if self.max < self.initial:
             raise ValueError("'max' must be at least 'initial'")
+        if self.max < self.first:
+            raise ValueError("'max' must be at least 'first'")
         return self
 
 

@@ -69,7 +69,8 @@ def build_app(agent: Agent, tcp: bool = False) -> Starlette:
     async def health(request: Request) -> Response:
         lag = time.time() - agent.last_tick if agent.last_tick else None
         tick = agent.config.agent.tick
-        healthy = lag is not None and lag < max(10 * tick, 5.0)
+        # Ticks come at least every `tick`; three missed ones mean the loop is stuck.
+        healthy = lag is not None and lag < max(3 * tick, 5.0)
         body = {
             "healthy": healthy,
             "pid": os.getpid(),
@@ -80,6 +81,9 @@ def build_app(agent: Agent, tcp: bool = False) -> Starlette:
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def metrics(request: Request) -> Response:
+        if agent.watcher is not None:
+            # Sampled per scrape, not on a timer: an unscraped agent does no /proc walks.
+            await agent.watcher.sample_rss()
         return Response(agent.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def events(request: Request) -> Response:

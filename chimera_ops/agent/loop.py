@@ -78,7 +78,7 @@ class Agent:
         self.guard: DeathGuard | None = None
         self.last_tick = 0.0
         self.tick_lag = 0.0
-        self._servers: list[Any] = []
+        self._api_exit = asyncio.Event()  # tells the uvicorn servers to stop
         self.watcher: Watcher | None = None
         self.alerts: AlertSink | None = None
 
@@ -149,17 +149,21 @@ class Agent:
                 yield
 
             async def main_loop(self) -> None:
-                # uvicorn wakes 10x a second to check for shutdown; once a second is plenty
-                # for a control socket and keeps an idle agent idle.
-                counter = 0
-                while not await self.on_tick(counter):
-                    counter = (counter + 10) % 864000
-                    await asyncio.sleep(1.0)
+                # uvicorn wakes 10x a second to check for shutdown and refresh its Date
+                # header. The agent tells it when to exit instead (and sends no Date
+                # header), so an idle agent's API costs no wake-ups at all.
+                await exit_requested.wait()
+                self.should_exit = True
+
+        exit_requested = self._api_exit
 
         app = build_app(self)
         sock = self._bind_socket()
-        server = Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-        self._servers.append(server)
+        server = Server(
+            uvicorn.Config(
+                app, log_level="warning", access_log=False, lifespan="off", date_header=False
+            )
+        )
         tasks = [asyncio.create_task(server.serve(sockets=[sock]))]
         if self.config.agent.metrics.listen:
             host, _, port = self.config.agent.metrics.listen.rpartition(":")
@@ -171,9 +175,9 @@ class Agent:
                     log_level="warning",
                     access_log=False,
                     lifespan="off",
+                    date_header=False,
                 )
             )
-            self._servers.append(metrics_server)
             tasks.append(asyncio.create_task(metrics_server.serve()))
         await asyncio.gather(*tasks)
 
@@ -217,8 +221,7 @@ class Agent:
             api_task = asyncio.create_task(self._serve_api())
             await self._supervise()
             await self._stop_all("agent shutting down")
-            for server in self._servers:
-                server.should_exit = True
+            self._api_exit.set()
             await asyncio.wait([api_task], timeout=5)
             store.add_event("agent_stopped", f"agent pid {os.getpid()} stopped cleanly")
             return 0

@@ -69,10 +69,12 @@ class UnitView:
 
 
 def backoff_delay(consecutive_failures: int, cfg: BackoffConfig) -> float:
-    """initial * 2^(n-1), capped at max; 0 failures -> no delay."""
+    """0 failures -> no delay; the first -> ``first``; then initial * 2^(n-2), capped at max."""
     if consecutive_failures <= 0:
         return 0.0
-    exponent = min(consecutive_failures - 1, 32)  # avoid float overflow on long crash series
+    if consecutive_failures == 1:
+        return cfg.first
+    exponent = min(consecutive_failures - 2, 32)  # avoid float overflow on long crash series
     return min(cfg.max, cfg.initial * (2.0**exponent))
 
 

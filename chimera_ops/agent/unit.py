@@ -193,10 +193,18 @@ class Unit:
             self._wake.set()
 
     def next_due(self, now: float) -> float | None:
-        """The earliest wall time at which this unit needs the loop: backoff end, a probe due."""
+        """The earliest wall time this unit needs the loop: backoff end, a probe, a backoff reset."""
         times: list[float] = []
         if self.state is State.BACKOFF and self.backoff_until is not None:
             times.append(self.backoff_until)
+        if (
+            self.counters.consecutive_failures > 0
+            and self.started_at is not None
+            and self.state in (State.RUNNING, State.UNHEALTHY)
+            and self._kill_reason is None
+        ):
+            # The stable-uptime reset of the backoff is due then (status shows the count).
+            times.append(self.started_at + self.config.restart.backoff.reset_after)
         for _, tracker, _ in self._eligible_probes():
             times.append(tracker.next_due if tracker.next_due is not None else now)
         return min(times) if times else None

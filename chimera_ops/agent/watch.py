@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("chimera_ops.agent")
 
 AGENT = "agent"  # pseudo-component of the agent's own host checks (disk, log sizes)
-RSS_PERIOD = 5.0
 TRADING_PERIOD = 5.0  # how often engines are asked for their trading state (metric + status)
 AlertSeverity = Literal["warning", "critical"]
 ALERT_STATES: dict[State, AlertSeverity] = {
@@ -82,10 +81,9 @@ class Watcher:
         self.scheduled[AGENT] = [
             _Scheduled(m, monitor_period(m)) for m in build_monitors(AGENT, host)
         ]
-        self._rss_due = 0.0
-        self._rss_task: asyncio.Task[None] | None = None
         self._resolves: set[asyncio.Task[bool]] = set()
-        self._trading_due = 0.0
+        # Only engines are polled; a stack without one schedules nothing for it.
+        self._trading_due = 0.0 if any(u.config.trading for u in units.values()) else float("inf")
         self._trading_task: asyncio.Task[None] | None = None
         self.trading: dict[str, dict[str, Any]] = {}  # last known engine state per component
 
@@ -113,15 +111,10 @@ class Watcher:
         if now >= self._trading_due and (self._trading_task is None or self._trading_task.done()):
             self._trading_due = now + TRADING_PERIOD
             self._trading_task = asyncio.create_task(self._sample_trading())
-        if now >= self._rss_due and (self._rss_task is None or self._rss_task.done()):
-            self._rss_due = now + RSS_PERIOD
-            self._rss_task = asyncio.create_task(self._sample_rss())
 
     def next_due(self) -> float | None:
-        """The earliest wall time a monitor (or the RSS / trading sampling) falls due."""
+        """The earliest wall time a monitor (or the trading-state poll) falls due."""
         times = [entry.next_due for _, _, entry in self._eligible()]
-        if self._rss_task is None or self._rss_task.done():
-            times.append(self._rss_due)
         if self._trading_task is None or self._trading_task.done():
             times.append(self._trading_due)
         return min(times) if times else None
@@ -140,7 +133,8 @@ class Watcher:
             self._handle(finding, unit)
         self._export(name, monitor)
 
-    async def _sample_rss(self) -> None:
+    async def sample_rss(self) -> None:
+        """Refresh the per-component RSS gauges (called when /metrics is scraped)."""
         roots = {name: unit.runtime.pid for name, unit in self.units.items() if unit.runtime.pid}
         if not roots:
             return

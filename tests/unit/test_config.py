@@ -57,6 +57,13 @@ def test_issue_example_validates_frozen():
             "components.engine.restart.backoff.initial",
             "greater than zero",
         ),
+        (
+            "initial: 1s",
+            "initial: 1s, first: 2m",
+            13,
+            "components.engine.restart.backoff",
+            "'max' must be at least 'first'",
+        ),
         ("grace: 10s", "grace: -2s", 15, "components.engine.stop.grace", "greater than zero"),
         ("keep: 5", "keep: lots", 17, "components.engine.logs.keep", "integer"),
         ("    logs:", "    lgos:", 17, "components.engine.lgos", "unknown field"),

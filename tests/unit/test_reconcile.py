@@ -12,7 +12,7 @@ from chimera_ops.config import BackoffConfig, CrashLoopConfig
 from chimera_ops.runtimes.base import ExitInfo
 from chimera_ops.states import State
 
-BACKOFF = BackoffConfig(initial=1.0, max=60.0, reset_after=60.0)
+BACKOFF = BackoffConfig(first=0.1, initial=1.0, max=60.0, reset_after=60.0)
 LOOP = CrashLoopConfig(max_restarts=5, window=300.0)
 
 
@@ -36,20 +36,23 @@ CRASH = ExitInfo(code=1, signal=None, at=1000.0, expected=False)
 CLEAN = ExitInfo(code=0, signal=None, at=1000.0, expected=False)
 
 
-def test_backoff_doubles_and_caps():
-    assert [backoff_delay(n, BACKOFF) for n in range(0, 9)] == [0, 1, 2, 4, 8, 16, 32, 60, 60]
+def test_first_crash_after_a_stable_run_restarts_fast_then_backoff_doubles_and_caps():
+    delays = [backoff_delay(n, BACKOFF) for n in range(0, 10)]
+    assert delays == [0, 0.1, 1, 2, 4, 8, 16, 32, 60, 60]
 
 
-@given(st.integers(min_value=1, max_value=10_000))
+@given(st.integers(min_value=2, max_value=10_000))
 def test_backoff_never_exceeds_the_cap(failures: int):
     assert 1.0 <= backoff_delay(failures, BACKOFF) <= 60.0
 
 
 def test_crash_goes_to_backoff_with_growing_delay():
     first = decide(view(pending_exit=CRASH))
-    assert first.kind == "backoff" and first.delay == 1.0 and "exit code 1" in first.reason
+    assert first.kind == "backoff" and first.delay == 0.1 and "exit code 1" in first.reason
+    second = decide(view(pending_exit=CRASH, consecutive_failures=1))
+    assert second.delay == 1.0
     third = decide(view(pending_exit=CRASH, consecutive_failures=2))
-    assert third.delay == 4.0
+    assert third.delay == 2.0
 
 
 def test_crash_loop_goes_fatal_after_max_restarts_in_window():
