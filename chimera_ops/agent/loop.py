@@ -26,6 +26,7 @@ from chimera_ops.agent.metrics import AgentMetrics
 from chimera_ops.agent.paths import MAX_SOCKET_PATH, instance_id, log_dir, socket_path
 from chimera_ops.agent.reconcile import decide
 from chimera_ops.agent.unit import Unit
+from chimera_ops.agent.wake import Wake
 from chimera_ops.agent.watch import Watcher
 from chimera_ops.aio import within
 from chimera_ops.alerts import AlertSink
@@ -73,7 +74,7 @@ class Agent:
         self.units: dict[str, Unit] = {}
         self.order = config.start_order()
         self.metrics = AgentMetrics()
-        self.wake = asyncio.Event()
+        self.wake = Wake()
         self.shutdown = asyncio.Event()
         self.guard: DeathGuard | None = None
         self.last_tick = 0.0
@@ -253,8 +254,11 @@ class Agent:
             # Sleep until the next tick, or earlier when a backoff ends or a probe or monitor
             # falls due, or at once when a child exits or a verdict changes (wake).
             until = min(next_tick - time.monotonic(), self._seconds_to_next_due())
+            sleep = max(MIN_SLEEP, until)
+            self.wake.sleeping_until = time.time() + sleep
             with contextlib.suppress(TimeoutError):
-                await within(self._wake_or_shutdown(), timeout=max(MIN_SLEEP, until))
+                await within(self._wake_or_shutdown(), timeout=sleep)
+            self.wake.sleeping_until = 0.0
 
     def _seconds_to_next_due(self) -> float:
         now = time.time()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chimera_ops.agent.reconcile import Action, UnitView
+from chimera_ops.agent.wake import Wake
 from chimera_ops.config import ComponentConfig
 from chimera_ops.probes.base import Probe, ProbeResult
 from chimera_ops.probes.factory import build_probe
@@ -38,7 +40,7 @@ class Unit:
         config: ComponentConfig,
         runtime: Runtime,
         store: Store,
-        wake: asyncio.Event,
+        wake: Wake,
         on_change: EventHook | None = None,
         before_kill: KillHook | None = None,
     ) -> None:
@@ -176,9 +178,10 @@ class Unit:
         """Start each due probe as its own task, so a hanging probe delays no other."""
         for role, tracker, probe in self._eligible_probes():
             if tracker.due(now):
-                self._probe_tasks[role] = asyncio.create_task(
-                    self._probe_once(role, tracker, probe)
-                )
+                task = asyncio.create_task(self._probe_once(role, tracker, probe))
+                # Its next run is scheduled when it finishes; tell a sleeping loop.
+                task.add_done_callback(functools.partial(_tell_loop, self._wake, tracker))
+                self._probe_tasks[role] = task
 
     async def _probe_once(self, role: str, tracker: ProbeTracker, probe: Probe) -> None:
         result: ProbeResult = await probe.run()
@@ -363,3 +366,8 @@ class Unit:
             "depends_on": list(self.config.depends_on),
             "health": health,
         }
+
+
+def _tell_loop(wake: Wake, tracker: ProbeTracker, _task: asyncio.Task[None]) -> None:
+    """Done-callback of a probe task: its next run is now scheduled."""
+    wake.due_at(tracker.next_due)

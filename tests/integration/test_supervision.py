@@ -292,3 +292,30 @@ def test_sigterm_stops_children_in_reverse_order_and_exits_0(agent_factory):
     stops = [e.component for e in store.events() if e.to_state == "stopped"]
     store.close()
     assert stops.index("top") < stops.index("base")
+
+
+def test_probes_keep_their_period_under_the_default_tick(agent_factory, tmp_path):
+    # The default tick (5 s) is only a safety net: a probe's next run is scheduled when it
+    # finishes, and that must wake a sleeping loop. Each exec probe run appends one line.
+    runs = tmp_path / "runs"
+    agent = agent_factory(
+        {
+            "agent": {"tick": "5s"},
+            "components": {
+                "worker": {
+                    "runtime": "process",
+                    "command": child("sleep"),
+                    "liveness": {
+                        "exec": ["sh", "-c", f"echo run >> {runs}"],
+                        "period": "0.2s",
+                    },
+                }
+            },
+        }
+    ).start()
+    agent.wait_state("worker", "running")
+    start = runs.read_text().count("run") if runs.exists() else 0
+    time.sleep(3.0)
+    done = runs.read_text().count("run") - start
+    # ~15 runs at the period; a loop that missed the wake-ups runs it about once per tick.
+    assert done >= 6, f"{done} probe runs in 3 s at a 0.2 s period"
