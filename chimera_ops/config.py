@@ -190,6 +190,16 @@ class ComponentConfig(StrictModel):
             raise ValueError("must be a non-empty argv list, e.g. ['python', '-m', 'app']")
         return value
 
+    @field_validator("readiness")
+    @classmethod
+    def _readiness_never_kills(cls, value: ProbeConfig | None) -> ProbeConfig | None:
+        if value is not None and value.kill_grace is not None:
+            raise ValueError(
+                "a readiness probe never kills, so 'kill_grace' has no effect here; "
+                "set it on the liveness or startup probe"
+            )
+        return value
+
     @model_validator(mode="after")
     def _runtime_fields(self) -> ComponentConfig:
         if self.runtime == "process" and not self.command:

@@ -1,6 +1,7 @@
 """Small real programs the tests supervise: `python tests/children.py KIND ...`.
 
 http PORT            an HTTP server answering GET /health with 200
+stubborn PORT        the same server, ignoring SIGTERM (only SIGKILL ends it)
 crash SECONDS CODE   run a little, then exit with CODE
 setsid-spawn PORT    start a grandchild that calls setsid() and listens on PORT, then sleep
 sleep                sleep forever, ignoring nothing
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import signal
 import socket
 import sys
 import time
@@ -54,6 +56,9 @@ def setsid_spawn(port: int) -> None:
 def main() -> None:
     kind = sys.argv[1]
     if kind == "http":
+        serve_http(int(sys.argv[2]))
+    elif kind == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         serve_http(int(sys.argv[2]))
     elif kind == "crash":
         time.sleep(float(sys.argv[2]))

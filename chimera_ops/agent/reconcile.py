@@ -35,6 +35,7 @@ class Action:
     kind: ActionKind
     reason: str = ""
     delay: float = 0.0
+    probe: str | None = None  # the probe role behind a kill (its kill_grace applies)
 
 
 NOTHING = Action("none")
@@ -134,18 +135,18 @@ def decide(view: UnitView) -> Action:
 
     if view.state is State.STARTING:
         if view.startup == "failing":
-            return Action("kill", f"startup probe failed: {view.probe_reason}")
+            return Action("kill", f"startup probe failed: {view.probe_reason}", probe="startup")
         if view.startup in ("unknown",):
             return NOTHING  # the startup probe protects a slow start; others wait for it
         if view.liveness == "failing":
-            return Action("kill", f"liveness probe failed: {view.probe_reason}")
+            return Action("kill", f"liveness probe failed: {view.probe_reason}", probe="liveness")
         if view.readiness is None or view.readiness == "passing":
             return Action("mark_running", "ready" if view.readiness else "started")
         return NOTHING
 
     if view.state in (State.RUNNING, State.UNHEALTHY):
         if view.liveness == "failing":
-            return Action("kill", f"liveness probe failed: {view.probe_reason}")
+            return Action("kill", f"liveness probe failed: {view.probe_reason}", probe="liveness")
         if view.monitor_restart:
             return Action("kill", view.monitor_restart)
         if view.state is State.RUNNING and view.readiness == "failing":

@@ -235,7 +235,8 @@ class Unit:
         elif kind == "mark_unhealthy":
             self.set_state(State.UNHEALTHY, action.reason)
         elif kind == "kill":
-            await self._kill(action.reason)
+            probe = getattr(self.config, action.probe) if action.probe else None
+            await self._kill(action.reason, probe.kill_grace if probe is not None else None)
         elif kind == "backoff":
             self._clear_exit()
             self.store.add_restart(self.name, action.reason, ts=now)
@@ -296,7 +297,8 @@ class Unit:
         self.pending_exit = info
         self._wake.set()
 
-    async def _kill(self, reason: str) -> None:
+    async def _kill(self, reason: str, grace: float | None = None) -> None:
+        """Capture an incident, then stop the tree (after ``grace``; None: stop.grace)."""
         self._kill_reason = reason
         if self.state is State.STARTING or self.state is State.RUNNING:
             self.set_state(State.UNHEALTHY, reason)
@@ -307,7 +309,7 @@ class Unit:
             except Exception:  # noqa: BLE001 - capture must never block the recovery
                 log.exception("%s: incident capture failed", self.name)
         # Kept: the loop holds only weak references to tasks.
-        self._stop_task = asyncio.create_task(self.runtime.stop())
+        self._stop_task = asyncio.create_task(self.runtime.stop(grace))
 
     # ----------------------------------------------------------------- operator
     async def stop(self, reason: str) -> None:

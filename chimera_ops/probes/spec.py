@@ -144,6 +144,10 @@ class ProbeConfig(StrictModel):
     failure_threshold: int = Field(default=3, ge=1)
     success_threshold: int = Field(default=1, ge=1)
     initial_delay: NonNegDuration = 0.0
+    # Like Kubernetes' probe-level terminationGracePeriodSeconds: how long a kill by this probe
+    # waits after the stop signal before SIGKILL. A frozen process cannot act on SIGTERM, so
+    # waiting out a long stop.grace only delays the restart. Unset: stop.grace.
+    kill_grace: Duration | None = None
 
     @model_validator(mode="before")
     @classmethod

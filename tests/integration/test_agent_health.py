@@ -224,3 +224,40 @@ def test_webhook_gets_one_alert_per_incident_and_metrics_parse(agent_factory):
         assert "chimera_component_restarts" in families
     finally:
         server.shutdown()
+
+
+def test_liveness_kill_grace_cuts_the_wait_for_a_process_that_ignores_sigterm(agent_factory):
+    # stop.grace is long (a graceful operator stop may take its time), but a frozen process
+    # cannot act on SIGTERM: the liveness probe's kill_grace decides how long a kill waits.
+    port = free_port()
+    agent = agent_factory(
+        {
+            "components": {
+                "engine": {
+                    "runtime": "process",
+                    "command": child("stubborn", port),
+                    "liveness": {
+                        "http": f"http://127.0.0.1:{port}/health",
+                        "period": "0.3s",
+                        "timeout": "0.5s",
+                        "failure_threshold": 2,
+                        "kill_grace": "0.5s",
+                    },
+                    "stop": {"grace": "60s"},
+                }
+            }
+        }
+    ).start()
+    frozen = agent.wait_state("engine", "running")
+    os.kill(frozen["pid"], signal.SIGSTOP)
+
+    def replaced():
+        comp = agent.component("engine")
+        return comp if comp["state"] == "running" and comp["pid"] != frozen["pid"] else None
+
+    # Well inside stop.grace: only kill_grace can explain the replacement.
+    wait_for(replaced, timeout=30, what="stubborn frozen engine replaced")
+    kills = [e for e in agent.events("engine") if e["kind"] == "kill"]
+    assert kills and "liveness probe failed" in kills[0]["reason"]
+    # A graceful stop would wait out the 60 s stop.grace; the death guard ends the child.
+    agent.stop(signal.SIGKILL)

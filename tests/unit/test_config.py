@@ -96,6 +96,13 @@ def test_issue_example_validates_frozen():
             "unknown signal",
         ),
         (
+            'readiness: {tcp: "127.0.0.1:5432"}',
+            'readiness: {tcp: "127.0.0.1:5432", kill_grace: 1s}',
+            7,
+            "components.postgres.readiness",
+            "a readiness probe never kills",
+        ),
+        (
             'tcp: "127.0.0.1:5432"',
             "tcpx: 1",
             7,

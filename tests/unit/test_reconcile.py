@@ -112,3 +112,12 @@ def test_external_components_are_reported_never_restarted():
     assert decide(dataclasses.replace(ext, state=State.UNHEALTHY)).kind == "none"
     back = dataclasses.replace(ext, state=State.UNHEALTHY, liveness="passing")
     assert decide(back).kind == "mark_running"
+
+
+def test_a_probe_kill_names_its_probe_so_its_kill_grace_applies():
+    live = decide(view(state=State.RUNNING, liveness="failing", probe_reason="timed out"))
+    assert live.kind == "kill" and live.probe == "liveness"
+    start = decide(view(state=State.STARTING, startup="failing", probe_reason="refused"))
+    assert start.kind == "kill" and start.probe == "startup"
+    memory = decide(view(state=State.RUNNING, monitor_restart="memory: over the limit"))
+    assert memory.kind == "kill" and memory.probe is None
