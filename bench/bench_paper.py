@@ -88,9 +88,8 @@ def run_load(load: Load, window: float, health_samples: int, halts: int) -> Resu
             eng.wait_healthy(60)
             time.sleep(3.0)  # warm-up: pools filled, strategy has orders resting
             client = httpx.Client(base_url=eng.base_url, timeout=10.0)
-            # Fresh connection per health request, as a probe does. Reused keep-alive
-            # connections add a constant ~40 ms here (Nagle/delayed-ACK between uvicorn's
-            # separate header and body writes), which would hide the engine's own latency.
+            # Fresh connection per health request, as a probe does. (Kept-alive connections
+            # used to add ~40 ms: the listener lacked TCP_NODELAY; see paper/__main__.py.)
             probe = httpx.Client(
                 base_url=eng.base_url, timeout=10.0, headers={"Connection": "close"}
             )
