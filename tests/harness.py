@@ -59,7 +59,7 @@ class AgentProcess:
     def __init__(self, directory: Path, config: dict[str, Any]) -> None:
         self.dir = directory
         config.setdefault("agent", {}).setdefault("state_dir", str(directory / "var"))
-        config["agent"].setdefault("tick", "0.1s")
+        # The default tick (5 s): tests see the agent as users run it.
         self.config_path = directory / "chimera-ops.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.state_dir = Path(config["agent"]["state_dir"])
