@@ -1,7 +1,8 @@
 """Small real programs the tests supervise: `python tests/children.py KIND ...`.
 
-http PORT            an HTTP server answering GET /health with 200
+http PORT            an HTTP server answering GET /health with 200 (and /metrics: pool gauges)
 stubborn PORT        the same server, ignoring SIGTERM (only SIGKILL ends it)
+slow-http SECS PORT  the same server, listening only after SECS seconds
 crash SECONDS CODE   run a little, then exit with CODE
 setsid-spawn PORT    start a grandchild that calls setsid() and listens on PORT, then sleep
 sleep                sleep forever, ignoring nothing
@@ -18,9 +19,20 @@ import socket
 import sys
 import time
 
+# Pool gauges in the shape the paper engine exports (`paper_pool_*`), for the app-pool monitor.
+_METRICS = (
+    b'paper_pool_size{pool="db"} 2\npaper_pool_in_use{pool="db"} 1\npaper_pool_max{pool="db"} 8\n'
+)
+
 
 class _Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server API
+        if self.path.startswith("/metrics"):
+            self.send_response(200)
+            self.send_header("content-length", str(len(_METRICS)))
+            self.end_headers()
+            self.wfile.write(_METRICS)
+            return
         body = b'{"ok": true}'
         self.send_response(200 if self.path.startswith("/health") else 404)
         self.send_header("content-length", str(len(body)))
@@ -57,6 +69,9 @@ def main() -> None:
     kind = sys.argv[1]
     if kind == "http":
         serve_http(int(sys.argv[2]))
+    elif kind == "slow-http":
+        time.sleep(float(sys.argv[2]))  # a service that takes a while before it listens
+        serve_http(int(sys.argv[3]))
     elif kind == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         serve_http(int(sys.argv[2]))

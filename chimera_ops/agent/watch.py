@@ -91,7 +91,8 @@ class Watcher:
 
     # ----------------------------------------------------------------- scheduling
     def _eligible(self) -> list[tuple[str, Unit | None, _Scheduled]]:
-        """Monitors that may run now: their component is alive and they are not running."""
+        """Monitors that may run now: their component is alive (ready, for `needs_ready` ones)
+        and they are not running."""
         out = []
         for name, entries in self.scheduled.items():
             unit = self.units.get(name)
@@ -101,7 +102,12 @@ class Watcher:
                 State.UNHEALTHY,
             ):
                 continue
-            out += [(name, unit, e) for e in entries if e.task is None or e.task.done()]
+            ready = unit is None or unit.state is not State.STARTING
+            out += [
+                (name, unit, e)
+                for e in entries
+                if (e.task is None or e.task.done()) and (ready or not e.monitor.needs_ready)
+            ]
         return out
 
     def launch_due(self, now: float) -> None:

@@ -61,6 +61,9 @@ class Monitor(ABC):
     """
 
     name: ClassVar[str] = "monitor"
+    # True for monitors that talk to the component itself (its pools, its /metrics): they wait
+    # until it is ready, or every start would raise alerts about a service still coming up.
+    needs_ready: ClassVar[bool] = False
 
     def __init__(self, component: str) -> None:
         self.component = component

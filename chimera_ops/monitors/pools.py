@@ -319,6 +319,7 @@ class PoolMonitor(Monitor):
     """Every configured pool of one component; each source failing is a critical finding."""
 
     name = "pool"
+    needs_ready = True
 
     def __init__(
         self, component: str, config: PoolsConfig, env: Mapping[str, str] | None = None
@@ -381,7 +382,18 @@ class PoolMonitor(Monitor):
                 )
             ]
         self.state.last["app"] = {name: g.__dict__.copy() for name, g in pools.items()}
-        return evaluate_app(pools, cfg)
+        url = redact_text(cfg.metrics_url)
+        if not pools:
+            found: Verdict = (
+                "app",
+                "warning",
+                f"app pools: no {cfg.prefix}_* gauges at {url}; check pools.app.prefix",
+                {},
+            )
+        else:
+            # The same key as a failed scrape, so a scrape that works again resolves that alert.
+            found = ("app", "ok", f"app pools: {len(pools)} scraped from {url}", {})
+        return [found, *evaluate_app(pools, cfg)]
 
     async def observe(self, pids: list[int], now: float) -> list[Finding]:
         """Sample every configured source (pids are not needed)."""

@@ -261,3 +261,34 @@ def test_liveness_kill_grace_cuts_the_wait_for_a_process_that_ignores_sigterm(ag
     assert kills and "liveness probe failed" in kills[0]["reason"]
     # A graceful stop would wait out the 60 s stop.grace; the death guard ends the child.
     agent.stop(signal.SIGKILL)
+
+
+def test_pool_monitor_waits_until_the_component_is_ready(agent_factory):
+    # A service that takes 2 s to listen: sampling its pools while it starts would raise (and
+    # page) a "cannot scrape" alert on every start or restart.
+    port = free_port()
+    agent = agent_factory(
+        {
+            "components": {
+                "engine": {
+                    "runtime": "process",
+                    "command": child("slow-http", 2, port),
+                    "readiness": {"http": f"http://127.0.0.1:{port}/health", "period": "0.3s"},
+                    "monitors": {
+                        "pools": {
+                            "app": {"metrics_url": f"http://127.0.0.1:{port}/metrics"},
+                            "period": "0.3s",
+                        }
+                    },
+                }
+            }
+        }
+    ).start()
+    agent.wait_state("engine", "running")
+    wait_for(
+        lambda: agent.component("engine")["monitors"].get("pool", {}).get("app"),
+        timeout=10,
+        what="app pools sampled once ready",
+    )
+    alerts = [e for e in agent.events("engine") if e["kind"] == "alert"]
+    assert alerts == [], alerts

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import socket
+import subprocess
 import threading
 import time
 
@@ -10,7 +11,8 @@ import psycopg
 
 from chimera_ops.monitors.pools import PoolMonitor
 from chimera_ops.monitors.spec import PoolsConfig
-from tests.services import private_postgres, private_redis
+from tests.harness import child, wait_for
+from tests.services import free_port, private_postgres, private_redis
 
 
 def by_key(findings):
@@ -105,3 +107,28 @@ def test_postgres_long_query_seen():
             assert backend
         long = found["engine:pool:postgres:long_query"]
         assert long.severity == "warning" and "pg_sleep" in long.message
+
+
+def test_app_scrape_failure_resolves_when_the_app_answers_again():
+    port = free_port()
+    cfg = PoolsConfig.model_validate({"app": {"metrics_url": f"http://127.0.0.1:{port}/metrics"}})
+    monitor = PoolMonitor("engine", cfg)
+    down = by_key(asyncio.run(monitor.observe([], time.time())))
+    assert down["engine:pool:app"].severity == "warning"
+    assert "cannot scrape" in down["engine:pool:app"].message
+    app = subprocess.Popen(child("http", port))
+    try:
+        wait_for(lambda: _answers(port), timeout=15, what="child listening")
+        up = by_key(asyncio.run(monitor.observe([], time.time())))
+    finally:
+        app.kill()
+        app.wait()
+    # Same key as the failure: the agent resolves the open alert.
+    assert up["engine:pool:app"].severity == "ok"
+    assert up["engine:pool:app:db"].values["in_use"] == 1
+
+
+def _answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        return True
+    return False
