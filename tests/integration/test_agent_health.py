@@ -20,6 +20,21 @@ from tests.harness import child, wait_for
 from tests.services import free_port, private_postgres
 
 
+def _freeze_until_replaced(agent, timeout: float = 30.0) -> dict:
+    """SIGSTOP the running engine; wait until a new pid runs; check liveness killed the old one."""
+    frozen = agent.wait_state("engine", "running")
+    os.kill(frozen["pid"], signal.SIGSTOP)
+
+    def replaced():
+        comp = agent.component("engine")
+        return comp if comp["state"] == "running" and comp["pid"] != frozen["pid"] else None
+
+    wait_for(replaced, timeout=timeout, what="frozen engine replaced")
+    kills = [e for e in agent.events("engine") if e["kind"] == "kill"]
+    assert kills and "liveness probe failed" in kills[0]["reason"]
+    return frozen
+
+
 def test_sigstopped_child_is_restarted_by_liveness_with_incident(agent_factory):
     port = free_port()
     agent = agent_factory(
@@ -41,16 +56,7 @@ def test_sigstopped_child_is_restarted_by_liveness_with_incident(agent_factory):
             }
         }
     ).start()
-    frozen = agent.wait_state("engine", "running")
-    os.kill(frozen["pid"], signal.SIGSTOP)
-
-    def replaced():
-        comp = agent.component("engine")
-        return comp if comp["state"] == "running" and comp["pid"] != frozen["pid"] else None
-
-    wait_for(replaced, timeout=30, what="frozen engine replaced")
-    kills = [e for e in agent.events("engine") if e["kind"] == "kill"]
-    assert kills and "liveness probe failed" in kills[0]["reason"]
+    frozen = _freeze_until_replaced(agent)
     listing = json.loads(agent.cli("incidents", "--json").stdout)["incidents"]
     assert len(listing) == 1 and listing[0]["component"] == "engine"
     shown = agent.cli("incidents", "show", listing[0]["id"], "--json")
@@ -248,17 +254,8 @@ def test_liveness_kill_grace_cuts_the_wait_for_a_process_that_ignores_sigterm(ag
             }
         }
     ).start()
-    frozen = agent.wait_state("engine", "running")
-    os.kill(frozen["pid"], signal.SIGSTOP)
-
-    def replaced():
-        comp = agent.component("engine")
-        return comp if comp["state"] == "running" and comp["pid"] != frozen["pid"] else None
-
-    # Well inside stop.grace: only kill_grace can explain the replacement.
-    wait_for(replaced, timeout=30, what="stubborn frozen engine replaced")
-    kills = [e for e in agent.events("engine") if e["kind"] == "kill"]
-    assert kills and "liveness probe failed" in kills[0]["reason"]
+    # Replaced within 30 s, well inside stop.grace: only kill_grace can explain that.
+    _freeze_until_replaced(agent)
     # A graceful stop would wait out the 60 s stop.grace; the death guard ends the child.
     agent.stop(signal.SIGKILL)
 
