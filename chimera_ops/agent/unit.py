@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import os
 import time
@@ -180,7 +179,7 @@ class Unit:
             if tracker.due(now):
                 task = asyncio.create_task(self._probe_once(role, tracker, probe))
                 # Its next run is scheduled when it finishes; tell a sleeping loop.
-                task.add_done_callback(functools.partial(_tell_loop, self._wake, tracker))
+                self._wake.when_done(task, tracker)
                 self._probe_tasks[role] = task
 
     async def _probe_once(self, role: str, tracker: ProbeTracker, probe: Probe) -> None:
@@ -368,8 +367,3 @@ class Unit:
             "depends_on": list(self.config.depends_on),
             "health": health,
         }
-
-
-def _tell_loop(wake: Wake, tracker: ProbeTracker, _task: asyncio.Task[None]) -> None:
-    """Done-callback of a probe task: its next run is now scheduled."""
-    wake.due_at(tracker.next_due)

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
+
+
+class Scheduled(Protocol):
+    """Anything run on a schedule: a probe tracker, a monitor entry."""
+
+    @property
+    def next_due(self) -> float | None:
+        """Wall time of the next run (None: now)."""
 
 
 class Wake(asyncio.Event):
@@ -23,3 +32,7 @@ class Wake(asyncio.Event):
         """Something falls due at wall time ``at`` (None: now); wake the loop if it would miss it."""
         if at is None or at < self.sleeping_until:
             self.set()
+
+    def when_done(self, task: asyncio.Task[None], scheduled: Scheduled) -> None:
+        """When ``task`` (one run of ``scheduled``) ends, pass its next due time to `due_at`."""
+        task.add_done_callback(lambda _task: self.due_at(scheduled.next_due))

@@ -8,7 +8,6 @@ severity, not once per sample) and resolves when the same key reports ok again.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import time
@@ -117,7 +116,7 @@ class Watcher:
                 entry.next_due = now + entry.period
                 entry.task = asyncio.create_task(self._observe(name, unit, entry.monitor))
                 # A running monitor is not in next_due(); its end may be news to the loop.
-                entry.task.add_done_callback(functools.partial(_tell_loop, self.wake, entry))
+                self.wake.when_done(entry.task, entry)
         if now >= self._trading_due and (self._trading_task is None or self._trading_task.done()):
             self._trading_due = now + TRADING_PERIOD
             self._trading_task = asyncio.create_task(self._sample_trading())
@@ -298,8 +297,3 @@ def _pool_figures(snap: dict[str, Any]) -> list[tuple[str, float, float | None, 
         states = {k: v for k in ("in_use", "waiting") if (v := gauges.get(k)) is not None}
         out.append((f"app:{pool}", float(gauges.get("in_use") or 0), limit, states))
     return out
-
-
-def _tell_loop(wake: Wake, entry: _Scheduled, _task: asyncio.Task[None]) -> None:
-    """Done-callback of a monitor task: it is eligible again, due at ``entry.next_due``."""
-    wake.due_at(entry.next_due)

@@ -35,3 +35,19 @@ def test_during_a_round_nothing_is_woken() -> None:
     wake = _wake()
     wake.due_at(5.0)
     assert not wake.is_set()
+
+
+def test_a_finished_run_reports_its_next_due_time() -> None:
+    class Entry:
+        next_due: float | None = 50.0
+
+    async def scenario() -> bool:
+        wake = Wake()
+        wake.sleeping_until = 100.0
+        task = asyncio.create_task(asyncio.sleep(0))
+        wake.when_done(task, Entry())
+        await task
+        await asyncio.sleep(0)  # done-callbacks run on the next loop iteration
+        return wake.is_set()
+
+    assert asyncio.run(scenario())
