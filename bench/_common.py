@@ -353,6 +353,24 @@ class ChimeraAgent:
 # --------------------------------------------------------------------------- supervisord
 
 
+def web_agent(directory: Path, port: int, tag: str, **component: Any) -> ChimeraAgent:
+    """An agent supervising one `tests/children.py http PORT` component named `web`."""
+    return ChimeraAgent(
+        directory,
+        {
+            "agent": {},
+            "components": {
+                "web": {
+                    "runtime": "process",
+                    "command": child_argv("http", port, tag=tag),
+                    "stop": {"grace": "2s"},
+                    **component,
+                }
+            },
+        },
+    )
+
+
 SUPERVISORD_PROGRAM_SETTINGS = {
     "autostart": "true",
     "autorestart": "true",
@@ -525,6 +543,48 @@ def monit_process_check(name: str, argv: list[str], match: str, extra: str = "")
             "",
         ]
     )
+
+
+def monit_http_check(name: str, port: int, tag: str, timeout: int = 1) -> str:
+    """Monit's restart-on-failed-HTTP check of a `tests/children.py http PORT` child."""
+    argv = child_argv("http", port, tag=tag)
+    return monit_process_check(
+        name,
+        argv,
+        match=f"http {port} {tag}",
+        extra=(
+            f'  if failed port {port} protocol http request "/health" '
+            f"with timeout {timeout} seconds then restart"
+        ),
+    )
+
+
+def freeze_trials(port: int, trials: int, settle: float) -> list[float]:
+    """SIGSTOP the listener `trials` times; seconds until a new pid answers /health each time."""
+    times = []
+    wait_health(port, timeout=60)
+    time.sleep(settle)
+    for _ in range(trials):
+        old = listener_pid(port)
+        if old is None:
+            raise RuntimeError("nobody listens before the freeze")
+        os.kill(old, signal.SIGSTOP)
+        t0 = time.monotonic()
+        try:
+            deadline = t0 + 90
+            while time.monotonic() < deadline:
+                if health_ok(port, timeout=0.25) and listener_pid(port) != old:
+                    break
+                time.sleep(0.01)
+            else:
+                raise TimeoutError("the frozen child was not replaced within 90 s")
+            times.append(time.monotonic() - t0)
+        finally:
+            if alive(old):  # never leave a stopped process behind
+                os.kill(old, signal.SIGCONT)
+        time.sleep(settle)
+        wait_health(port, timeout=60)
+    return times
 
 
 # --------------------------------------------------------------------------- results

@@ -12,8 +12,6 @@ Writes bench/results/freeze_leak.md; exits 2 when a part could not run (its rows
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 import threading
 import time
@@ -35,25 +33,24 @@ from _common import (  # noqa: E402
     Section,
     Supervisord,
     Usage,
-    alive,
     child_argv,
     end_tagged,
     fmt,
     free_port,
+    freeze_trials,
     health_ok,
     leak_argv,
-    listener_pid,
     measure,
     measure_groups,
     median,
     mib,
+    monit_http_check,
     monit_process_check,
     p90,
     tagged_pids,
     temp_dir,
     verdict,
     wait_for,
-    wait_health,
     write_results,
 )
 
@@ -86,33 +83,6 @@ class NotRun(Exception):
 # --------------------------------------------------------------------------- freeze
 
 
-def _freeze_trials(port: int) -> list[float]:
-    times = []
-    wait_health(port, timeout=60)
-    time.sleep(SETTLE)
-    for _ in range(FREEZE_TRIALS):
-        old = listener_pid(port)
-        if old is None:
-            raise RuntimeError("nobody listens before the freeze")
-        os.kill(old, signal.SIGSTOP)
-        t0 = time.monotonic()
-        try:
-            deadline = t0 + 90
-            while time.monotonic() < deadline:
-                if health_ok(port, timeout=0.25) and listener_pid(port) != old:
-                    break
-                time.sleep(0.01)
-            else:
-                raise TimeoutError("the frozen child was not replaced within 90 s")
-            times.append(time.monotonic() - t0)
-        finally:
-            if alive(old):  # never leave a stopped process behind
-                os.kill(old, signal.SIGCONT)
-        time.sleep(SETTLE)
-        wait_health(port, timeout=60)
-    return times
-
-
 def freeze_chimera(restart: dict[str, Any]) -> list[float]:
     """SIGSTOP trials under chimera-ops with an http liveness probe."""
     tmp = temp_dir("frz")
@@ -135,23 +105,10 @@ def freeze_chimera(restart: dict[str, Any]) -> list[float]:
     )
     try:
         agent.start()
-        return _freeze_trials(port)
+        return freeze_trials(port, FREEZE_TRIALS, SETTLE)
     finally:
         agent.stop()
         end_tagged(tag)
-
-
-def _monit_http_check(name: str, port: int, tag: str, timeout: int = 1) -> str:
-    argv = child_argv("http", port, tag=tag)
-    return monit_process_check(
-        name,
-        argv,
-        match=f"http {port} {tag}",
-        extra=(
-            f'  if failed port {port} protocol http request "/health" '
-            f"with timeout {timeout} seconds then restart"
-        ),
-    )
 
 
 def freeze_monit() -> list[float]:
@@ -161,10 +118,10 @@ def freeze_monit() -> list[float]:
     tmp = temp_dir("frz-m")
     tag = str(tmp)
     port = free_port()
-    monit = Monit(tmp, _monit_http_check("web", port, tag))
+    monit = Monit(tmp, monit_http_check("web", port, tag))
     try:
         monit.start()
-        return _freeze_trials(port)
+        return freeze_trials(port, FREEZE_TRIALS, SETTLE)
     finally:
         monit.stop()
         end_tagged(tag)
@@ -379,7 +336,7 @@ def overhead_monit() -> Usage:
     tmp = temp_dir("ovh-m")
     tag = str(tmp)
     ports = _ports(OVERHEAD_COMPONENTS)
-    checks = "\n".join(_monit_http_check(f"web{i:02d}", p, tag) for i, p in enumerate(ports))
+    checks = "\n".join(monit_http_check(f"web{i:02d}", p, tag) for i, p in enumerate(ports))
     monit = Monit(tmp, checks)
     try:
         monit.start()

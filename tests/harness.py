@@ -125,3 +125,11 @@ def pid_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def listener_pid(port: int) -> int | None:
+    """Pid of the process listening on 127.0.0.1:PORT (None when nobody listens)."""
+    for conn in psutil.net_connections("tcp4"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            return conn.pid
+    return None

@@ -96,7 +96,9 @@ class Unit:
         """Dependents may start: running (and ready, when a readiness probe exists)."""
         return self.state is State.RUNNING
 
-    def set_state(self, new: State, reason: str, kind: str = "state") -> None:
+    def set_state(
+        self, new: State, reason: str, kind: str = "state", data: dict[str, Any] | None = None
+    ) -> None:
         """The one place a state changes: checks the transition and records the event."""
         old = self.state
         if old is new and reason == self.reason:
@@ -107,7 +109,9 @@ class Unit:
         self.changed = True
         if old is not new:
             self.state_since = time.time()
-        self.store.add_event(kind, reason, component=self.name, from_state=old, to_state=new)
+        self.store.add_event(
+            kind, reason, component=self.name, from_state=old, to_state=new, data=data
+        )
         log.info("%s: %s -> %s (%s)", self.name, old, new, reason)
         if self._on_change is not None:
             self._on_change(self, old, new, reason)
@@ -183,9 +187,12 @@ class Unit:
                 self._probe_tasks[role] = task
 
     async def _probe_once(self, role: str, tracker: ProbeTracker, probe: Probe) -> None:
+        # The result belongs to the process that was probed: a restart while this run is in
+        # flight opens a new incarnation, and the late result is then dropped by the tracker.
+        incarnation = tracker.incarnation
         result: ProbeResult = await probe.run()
         self.changed = True
-        if tracker.record(result, time.time()):
+        if tracker.record(result, time.time(), incarnation):
             self.store.add_event(
                 "probe",
                 f"{role} {tracker.status}: {result.reason}",
@@ -245,7 +252,7 @@ class Unit:
                 last_exit=action.reason,
             )
             self.backoff_until = now + action.delay
-            self.set_state(State.BACKOFF, action.reason)
+            self.set_state(State.BACKOFF, action.reason, data={"delay_s": action.delay})
         elif kind == "fatal":
             self._clear_exit()
             self._save_counters(fatal_reason=action.reason, last_exit=action.reason)
@@ -266,8 +273,14 @@ class Unit:
         self.store.clear_child(self.name)
 
     async def _start(self, reason: str, now: float) -> None:
+        # A probe still in flight probes the old process: end it, so the new incarnation's
+        # first run is not held up by it (a hanging probe would hold it for its timeout).
+        for task in self._probe_tasks.values():
+            task.cancel()
+        self._probe_tasks.clear()
         for tracker, _ in self.probes.values():
-            tracker.start(now)
+            # An external component was not started by the agent: it should already answer.
+            tracker.start(now, grace=self.managed)
         if not self.managed:
             self.started_at = now
             self.set_state(State.STARTING, reason)

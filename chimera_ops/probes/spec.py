@@ -125,6 +125,12 @@ class ProcessProbeSpec(StrictModel):
         return {"pid_file": value} if isinstance(value, str) else value
 
 
+DEFAULT_START_PERIOD = 30.0
+"""Seconds after a (re)start during which a probe's failures do not count until it first passes
+(Docker's `start_period`); a startup probe's default is its Kubernetes budget instead."""
+DEFAULT_START_INTERVAL = 0.1
+"""Seconds between runs until the first verdict after a (re)start (Docker's `start_interval`)."""
+
 PROBE_KINDS = ("http", "tcp", "exec", "postgres", "redis", "rabbitmq", "process")
 
 
@@ -148,6 +154,12 @@ class ProbeConfig(StrictModel):
     # waits after the stop signal before SIGKILL. A frozen process cannot act on SIGTERM, so
     # waiting out a long stop.grace only delays the restart. Unset: stop.grace.
     kill_grace: Duration | None = None
+    # Docker's rules on top of Kubernetes' (ARCHITECTURE.md, "Health model"): until the first
+    # success after a (re)start, failures do not count for `start_period` (unset: 30 s; for a
+    # startup probe its budget, initial_delay + failure_threshold x period), and the probe runs
+    # every `start_interval`, growing toward `period`, until its first verdict.
+    start_period: NonNegDuration | None = None
+    start_interval: Duration = DEFAULT_START_INTERVAL
 
     @model_validator(mode="before")
     @classmethod
@@ -166,6 +178,23 @@ class ProbeConfig(StrictModel):
                 f"a probe needs exactly one of {', '.join(PROBE_KINDS)} (found: {found})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _start_interval_fits(self) -> ProbeConfig:
+        if "start_interval" in self.model_fields_set and self.start_interval > self.period:
+            raise ValueError(
+                f"start_interval ({self.start_interval:g}s) must not be longer than period "
+                f"({self.period:g}s): it is the fast cadence used before the first verdict"
+            )
+        return self
+
+    def effective_start_period(self, role: str) -> float:
+        """The start grace in seconds for a probe in ``role`` (see `start_period`)."""
+        if self.start_period is not None:
+            return self.start_period
+        if role == "startup":
+            return self.initial_delay + self.failure_threshold * self.period
+        return DEFAULT_START_PERIOD
 
     @property
     def kind(self) -> str:
