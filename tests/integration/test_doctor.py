@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from chimera_ops.ops.doctor import (
     CheckResult,
@@ -24,6 +26,7 @@ from chimera_ops.ops.doctor import (
     mask_value,
     run_doctor,
 )
+from tests.harness import AgentProcess, child, run_cli
 from tests.services import free_port, wait_tcp
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -196,6 +199,7 @@ def test_run_doctor_full_plan(tmp_path: Path) -> None:
     )
     results = run_doctor(plan)
     names = [r.name for r in results]
+    # With no ports given, a plan checks the well-known ones (the CLI passes its config's).
     assert names[:3] == ["port:5432", "port:6379", "port:5672"]
     assert names[3] == "env:CHIMERA_DOCTOR_KEY"
     assert names[4].startswith("postgres:") and names[5].startswith("redis:")
@@ -204,3 +208,115 @@ def test_run_doctor_full_plan(tmp_path: Path) -> None:
     assert secret not in as_json(results)
     statuses = {r.name: r.status for r in results}
     assert statuses["port:5432"] == statuses[names[4]] == statuses[names[5]] == "ok"
+
+
+# --------------------------------------------------------------------------- through the CLI
+
+
+def _stack(http_port: int, metrics_port: int, feed_port: int) -> dict[str, Any]:
+    """Components as a user writes them: watched servers, a managed child, an external feed."""
+    return {
+        "agent": {"metrics": {"listen": f"127.0.0.1:{metrics_port}"}},
+        "components": {
+            "postgres": {"runtime": "external", "readiness": {"postgres": LOCAL_PG}},
+            "cache": {"runtime": "external", "liveness": {"redis": LOCAL_REDIS}},
+            "feed": {"runtime": "external", "readiness": {"tcp": f"127.0.0.1:{feed_port}"}},
+            "engine": {
+                "runtime": "process",
+                "command": child("http", http_port),
+                "depends_on": ["postgres"],
+                "readiness": {"http": f"http://127.0.0.1:{http_port}/health", "period": "0.2s"},
+                "trading": {"control": {"http": f"http://127.0.0.1:{http_port}"}},
+            },
+        },
+    }
+
+
+def _doctor(config: Path) -> dict[str, Any]:
+    done = run_cli(config, "doctor", "--json")
+    assert done.stdout, done.stderr
+    return {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+
+
+def test_doctor_checks_the_ports_the_config_names(tmp_path: Path) -> None:
+    http_port, metrics_port, feed_port = free_port(), free_port(), free_port()
+    config = tmp_path / "stack.yaml"
+    stack = _stack(http_port, metrics_port, feed_port)
+    stack["agent"]["state_dir"] = str(tmp_path / "var")
+    config.write_text(yaml.safe_dump(stack))
+    checks = _doctor(config)
+    ports = {name for name in checks if name.startswith("port:")}
+    # The servers from their probes, the engine (probe and control URL: one port), the feed,
+    # the agent's listener; no RabbitMQ port in a stack that has no RabbitMQ.
+    assert ports == {f"port:{p}" for p in (5432, 6379, http_port, feed_port, metrics_port)}
+    assert checks["port:5432"]["status"] == "ok" and "postgres" in checks["port:5432"]["summary"]
+    assert checks["port:6379"]["status"] == "ok" and "redis" in checks["port:6379"]["summary"]
+    # No agent runs: the engine and the agent are about to bind theirs, so they must be free.
+    assert checks[f"port:{http_port}"]["summary"] == f"{http_port} (engine) is free"
+    assert checks[f"port:{metrics_port}"]["summary"] == f"{metrics_port} (agent) is free"
+    # The feed is watched, not started: nobody on its port means it is down.
+    feed = checks[f"port:{feed_port}"]
+    assert feed["status"] == "warn" and feed["summary"] == f"nothing listens on {feed_port} (feed)"
+
+
+def test_doctor_with_another_config_names_the_live_agent_not_a_stale_process(
+    agent_factory: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path
+) -> None:
+    http_port, metrics_port, feed_port = free_port(), free_port(), free_port()
+    agent = agent_factory(_stack(http_port, metrics_port, feed_port)).start()
+    engine = agent.wait_state("engine", "running", timeout=60)
+    agent_pid = agent.status()["agent"]["pid"]
+    state_dir = agent.state_dir.resolve()
+
+    # The same stack under another state dir: this config's agent does not run.
+    other = tmp_path / "other.yaml"
+    stack = _stack(http_port, metrics_port, feed_port)
+    stack["agent"]["state_dir"] = str(tmp_path / "other-var")
+    other.write_text(yaml.safe_dump(stack))
+    checks = _doctor(other)
+
+    theirs = f"another chimera-ops agent (pid {agent_pid}, state_dir {state_dir})"
+    port = checks[f"port:{http_port}"]
+    # Still a conflict for the stack this config would start, but not a leftover to kill.
+    assert port["status"] == "fail"
+    assert port["summary"] == (
+        f"{http_port} (engine) is held by engine (pid {engine['pid']}) of {theirs}: "
+        "a live stack, not a stale process"
+    )
+    assert "stale process (kill" not in port["hint"] and f"kill {engine['pid']}" not in port["hint"]
+    assert f"kill -TERM {agent_pid}" in port["hint"]
+    assert port["details"]["owners"][0]["chimera_ops"] == {
+        "agent_pid": agent_pid,
+        "state_dir": str(state_dir),
+        "component": "engine",
+    }
+    metrics = checks[f"port:{metrics_port}"]
+    assert metrics["status"] == "fail"
+    assert metrics["summary"].startswith(f"{metrics_port} (agent) is held by {theirs}: ")
+
+    # With its own config, the same processes are this stack's own.
+    mine = _doctor(agent.config_path)
+    assert mine[f"port:{http_port}"]["status"] == "ok", mine[f"port:{http_port}"]
+    assert mine[f"port:{metrics_port}"]["status"] == "ok", mine[f"port:{metrics_port}"]
+
+
+def test_a_marked_leftover_whose_agent_is_gone_is_still_stale(tmp_path: Path) -> None:
+    """A process with an agent's marker but no live agent (the guard died too) is a leftover."""
+    port = free_port()
+    env = {"CHIMERA_OPS_UNIT": f"0123456789ab/{_dead_pid()}/engine", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([sys.executable, "-c", LISTENER, str(port), "left-over"], env=env)
+    try:
+        wait_tcp("127.0.0.1", port)
+        [result] = check_ports([PortCheck(port, component="engine", must_be_free=True)], tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert result.status == "fail"
+    assert "chimera-ops agent" not in result.summary
+    assert f"stop the stale process (kill {proc.pid})" in result.hint
+
+
+def _dead_pid() -> int:
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid

@@ -19,7 +19,7 @@ from chimera_ops.redact import redact_text
 
 @dataclass
 class DoctorPlan:
-    """What to check; the CLI builds it from the config."""
+    """What to check; `plan_from_config` (from_config.py) builds it from a config."""
 
     ports: Sequence[PortCheck | tuple[int, str | None]] = field(default_factory=default_port_checks)
     env_vars: Sequence[str] = ()
@@ -33,13 +33,15 @@ class DoctorPlan:
     clock_warn_s: float = 1.0  # exchanges reject signed requests off by a few seconds
     clock_fail_s: float = 5.0
     env: Mapping[str, str] | None = None  # defaults to os.environ
+    # The agent's state dir of the config checked: its agent's processes are ours, not stale.
+    state_dir: Path | None = None
 
 
 def run_doctor(plan: DoctorPlan) -> list[CheckResult]:
     """Run every check in the plan, in a stable order; never raises."""
     env = os.environ if plan.env is None else plan.env
     jobs: list[Callable[[], CheckResult | list[CheckResult]]] = [
-        partial(check_ports, [_as_port_check(p) for p in plan.ports])
+        partial(check_ports, [_as_port_check(p) for p in plan.ports], plan.state_dir)
     ]
     jobs += [partial(check_env_var, name, env) for name in plan.env_vars]
     jobs += [partial(check_postgres, dsn, plan.timeout) for dsn in plan.postgres_dsns]
