@@ -33,6 +33,7 @@ from typing import Any
 
 import psutil
 
+from chimera_ops.filemodes import DIR_MODE, make_private_dir, write_private_text
 from chimera_ops.redact import redact_text
 
 MAX_LOG_BYTES_PER_FILE = 256 * 1024
@@ -93,11 +94,13 @@ def capture_incident(
     """Capture an incident into a new directory under `base_dir` and return its path."""
     started = time.monotonic()
     now = datetime.now(UTC)
-    base_dir.mkdir(parents=True, exist_ok=True)
+    # Private (0700 folders, 0600 files): cmdlines, logs and probe data may hold secrets
+    # that redaction did not recognise.
+    make_private_dir(base_dir)
     final = _unique_dir(base_dir, f"{now:%Y%m%dT%H%M%SZ}-{_safe_name(component)}")
     tmp = base_dir / f".{final.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp.mkdir(mode=DIR_MODE)
     errors: dict[str, str] = {}
 
     processes = _guard(errors, "processes", lambda: collect_process_trees(pids), [])
@@ -107,8 +110,8 @@ def capture_incident(
         stack_future = pool.submit(_stack_text, processes, stack_dump)
         logs = _guard(errors, "logs", lambda: tail_logs(log_files, tail_lines), "")
         stack = _guard(errors, "stack", stack_future.result, "")
-    (tmp / "logs.txt").write_text(logs, encoding="utf-8")
-    (tmp / "stack.txt").write_text(stack, encoding="utf-8")
+    write_private_text(tmp / "logs.txt", logs)
+    write_private_text(tmp / "stack.txt", stack)
     probes = _guard(errors, "probes", lambda: _bounded_probes(probe_history), [])
     _write_json(tmp / "probes.json", probes)
 
@@ -418,7 +421,7 @@ def _guard(errors: dict[str, str], part: str, fn: Any, fallback: Any) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    write_private_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _unique_dir(base_dir: Path, name: str) -> Path:

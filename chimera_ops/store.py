@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import socket
 import sqlite3
 import time
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from chimera_ops.filemodes import make_private_dir, open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -125,7 +128,9 @@ class Store:
         if readonly:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
+            # Born 0600: SQLite gives the -wal and -shm files the database file's mode.
+            os.close(open_private(path, os.O_WRONLY | os.O_CREAT))
             self._db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

@@ -31,6 +31,12 @@ from chimera_ops.agent.watch import Watcher
 from chimera_ops.aio import within
 from chimera_ops.alerts import AlertSink
 from chimera_ops.config import ChimeraConfig, UnknownComponent
+from chimera_ops.filemodes import (
+    enter_private_umask,
+    leave_private_umask,
+    make_private_dir,
+    tighten_tree,
+)
 from chimera_ops.monitors.tree import tree_rss
 from chimera_ops.runtimes.base import Runtime
 from chimera_ops.runtimes.external import ExternalRuntime
@@ -182,19 +188,36 @@ class Agent:
             tasks.append(asyncio.create_task(metrics_server.serve()))
         await asyncio.gather(*tasks)
 
+    def _note_tightened(self, store: Store, changed: int, errors: list[str]) -> None:
+        """One note of what `tighten_tree` made private (left readable by an older version or
+        a copy by hand), and what it could not."""
+        if changed:
+            reason = (
+                f"made {changed} files and folders in {self.state_dir} private "
+                "(they were readable by group or others)"
+            )
+            log.warning("%s", reason)
+            store.add_event("permissions", reason, data={"tightened": changed})
+        for error in errors:
+            log.warning("cannot make private: %s", error)
+
     # ----------------------------------------------------------------- run
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; stop children in reverse dependency order; return 0."""
+        enter_private_umask()  # before the lock: the state dir and agent.pid are born private
         self.lock.acquire()
         others = live_agents(self.instance)
         if others:
             self.lock.release()
             pid = min(others)
             raise AgentAlreadyRunning(self.state_dir, pid, lock_lost=True)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.state_dir)
+        # Before the store opens: SQLite gives new -wal/-shm files the database file's mode.
+        tightened = tighten_tree(self.state_dir)
         _use_pidfd_child_watcher()
         self.store = store = Store.open_in(self.state_dir)
         try:
+            self._note_tightened(store, *tightened)
             self._end_leftovers(store)
             self.guard = DeathGuard(marker_value(self.instance, os.getpid(), ""))
             for name in self.order:
@@ -238,6 +261,7 @@ class Agent:
             socket_path(self.state_dir).unlink(missing_ok=True)
             store.close()
             self.lock.release()
+            leave_private_umask()
 
     async def _supervise(self) -> None:
         period = self.config.agent.tick

@@ -7,9 +7,12 @@ work even for programs that print no timestamps. Rotation keeps `name.log.1 .. n
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import BinaryIO
+
+from chimera_ops.filemodes import make_private_dir, open_private
 
 
 def _stamp() -> bytes:
@@ -19,6 +22,11 @@ def _stamp() -> bytes:
     ).encode()
 
 
+def _open_append(path: Path) -> BinaryIO:
+    """The log opened for appending; created 0600 (a child's output may hold secrets)."""
+    return open(open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")  # noqa: SIM115
+
+
 class RotatingLog:
     """An append-only file that rotates when it would pass `max_size` bytes."""
 
@@ -26,8 +34,8 @@ class RotatingLog:
         self.path = path
         self.max_size = max_size
         self.keep = keep
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: BinaryIO = open(path, "ab")  # noqa: SIM115 - long-lived handle
+        make_private_dir(path.parent)
+        self._file: BinaryIO = _open_append(path)
         self._size = self._file.tell()
 
     def write_line(self, stream: str, line: bytes) -> None:
@@ -53,7 +61,7 @@ class RotatingLog:
             if src.exists():
                 src.rename(self.path.with_name(f"{self.path.name}.{index + 1}"))
         self.path.rename(self.path.with_name(f"{self.path.name}.1"))
-        self._file = open(self.path, "ab")  # noqa: SIM115
+        self._file = _open_append(self.path)
         self._size = 0
 
     def files(self) -> list[Path]:

@@ -24,6 +24,7 @@ import psutil
 
 from chimera_ops.aio import within
 from chimera_ops.config import ComponentConfig
+from chimera_ops.filemodes import child_umask
 from chimera_ops.runtimes.base import ExitInfo, Runtime, StartError
 from chimera_ops.runtimes.logfile import RotatingLog, pump
 from chimera_ops.runtimes.tree import MARKER_ENV, kill_tree, signal_tree, tree_pids
@@ -81,6 +82,7 @@ class ProcessRuntime(Runtime):
                 cwd=str(cfg.cwd) if cfg.cwd else None,
                 env=env,
                 start_new_session=True,
+                umask=child_umask(),  # the operator's, not the agent's private 077
                 limit=_PIPE_LIMIT,
             )
         except OSError as exc:
