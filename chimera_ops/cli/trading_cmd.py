@@ -170,6 +170,13 @@ def _finish(cfg: ChimeraConfig, op: Op, doc: dict[str, Any], as_json: bool) -> N
             highlight=False,
         )
     out.print(_table(doc["engines"]))
+    if op == "halt":
+        from chimera_ops.trading import describe_drain
+
+        # The drain is what --wait waited for: say what it was, engine by engine.
+        for r in doc["engines"]:
+            if r.get("drain"):
+                out.print(f"{r['component']}: {describe_drain(r['drain'])}", highlight=False)
     if doc["ok"]:
         sys.exit(EXIT_OK)
     err = stderr_console()
@@ -217,7 +224,9 @@ _reason = click.option("--reason", help="Why (sent to the engine and written to 
 @click.command("halt-trading")
 @_reason
 @click.option(
-    "--wait", is_flag=True, help="Wait until open orders reach 0 (up to trading.drain_timeout)."
+    "--wait",
+    is_flag=True,
+    help="Wait until open orders reach 0 (up to trading.drain_timeout); print the drain.",
 )
 @_component
 @json_option

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -98,6 +99,7 @@ def test_direct_mode_halt_wait_resume_audited(engine: EngineProcess, short_tmp: 
     assert state.stdout.splitlines()[0].startswith("via direct")
     assert "paper" in state.stdout and "active" in state.stdout
 
+    _wait_open_orders(config)
     halt = run_cli(config, "halt-trading", "--reason", "e2e direct halt", "--wait", "--json")
     assert halt.returncode == 0, halt.stdout + halt.stderr
     doc = _json(halt)
@@ -105,6 +107,10 @@ def test_direct_mode_halt_wait_resume_audited(engine: EngineProcess, short_tmp: 
     [row] = doc["engines"]
     assert row["component"] == "paper" and row["trading"] == "halted"
     assert row["open_orders"] == 0 and row["reason"] == "e2e direct halt"
+    # The drain's figures: the paper engine cancels every open order as the halt lands.
+    drain = row["drain"]
+    assert drain["from"] >= 1 and drain["from"] == drain["cancelled"]
+    assert drain["to"] == 0 and drain["drained"] is True and drain["seconds"] >= 0
 
     resume = run_cli(config, "resume-trading", "--reason", "e2e direct resume")
     assert resume.returncode == 0, resume.stderr
@@ -118,6 +124,36 @@ def test_direct_mode_halt_wait_resume_audited(engine: EngineProcess, short_tmp: 
     ]
     assert entries[0]["args"]["via"] == "direct" and entries[0]["result"].startswith("ok")
     assert entries[0]["user"] and entries[0]["duration_s"] is not None
+
+
+def _wait_open_orders(config: Path) -> int:
+    """Wait until the engine has open orders, so the drain a halt reports has something in it."""
+
+    def count() -> int:
+        return int(_json(run_cli(config, "trading-state", "--json"))["engines"][0]["open_orders"])
+
+    return int(wait_for(count, timeout=30, what="open orders on the paper engine"))
+
+
+DRAIN_LINE = re.compile(r"^paper: (\d+) open orders? -> 0 in \d+(\.\d s| ms)$", re.MULTILINE)
+
+
+def test_halt_wait_prints_the_drain(engine: EngineProcess, short_tmp: Path) -> None:
+    """As the operator reads it: `paper: 18 open orders -> 0 in 0.4 s` under the table."""
+    config = _write_config(
+        short_tmp, {"paper": {"runtime": "external", "trading": _trading(engine.port)}}
+    )
+    _wait_open_orders(config)
+    halt = run_cli(config, "halt-trading", "--reason", "drain shown", "--wait")
+    assert halt.returncode == 0, halt.stdout + halt.stderr
+    match = DRAIN_LINE.search(halt.stdout)
+    assert match, halt.stdout
+    assert int(match.group(1)) >= 1
+    # Without --wait nothing was waited for, so no drain is claimed.
+    again = run_cli(config, "halt-trading", "--reason", "no wait")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not re.search(r"^paper: .* -> ", again.stdout, re.MULTILINE), again.stdout
+    assert "drain" not in _json(run_cli(config, "halt-trading", "--json"))["engines"][0]
 
 
 def test_direct_mode_wrong_token_fails_and_says_what_to_do(
@@ -222,6 +258,8 @@ def test_through_the_agent_halt_resume_audited_with_user(
     doc = _json(halt)
     assert doc["via"] == "agent" and doc["ok"] is True
     assert doc["engines"][0]["trading"] == "halted" and doc["engines"][0]["open_orders"] == 0
+    # The agent runs the same drain: its answer carries the figures too.
+    assert doc["engines"][0]["drain"]["to"] == 0 and doc["engines"][0]["drain"]["drained"]
 
     resume = agent.cli("resume-trading", "--component", "paper", "--reason", "e2e agent resume")
     assert resume.returncode == 0, resume.stdout + resume.stderr
@@ -263,3 +301,6 @@ def test_wait_drain_timeout_exit_1_with_state_shown(short_tmp: Path) -> None:
     assert result.stdout.splitlines()[0].startswith("via direct")
     assert "halted" in result.stdout and "3" in result.stdout
     assert "3 open order" in result.stderr and "STILL BE TRADING" not in result.stderr
+    # The drain that did not happen is said as plainly as one that did.
+    assert re.search(r"^stuck: 3 open orders -> 3 after \d", result.stdout, re.MULTILINE)
+    assert "(drain timeout)" in result.stdout
