@@ -16,11 +16,13 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from chimera_ops import __version__
+from chimera_ops.agent import registry
 from chimera_ops.agent.lock import AgentAlreadyRunning, AgentLock
 from chimera_ops.agent.metrics import AgentMetrics
 from chimera_ops.agent.paths import MAX_SOCKET_PATH, instance_id, log_dir, socket_path
@@ -201,6 +203,22 @@ class Agent:
         for error in errors:
             log.warning("cannot make private: %s", error)
 
+    def _register(self) -> Path | None:
+        """Announce this agent in the runtime registry, so a CLI with no config finds it."""
+        pid = os.getpid()
+        entry = registry.AgentEntry(
+            pid=pid,
+            socket=str(socket_path(self.state_dir)),
+            config=str(self.config.source) if self.config.source else None,
+            state_dir=str(self.state_dir),
+            started_at=registry.process_create_time(pid) or self.started_at,
+        )
+        try:
+            return registry.register(self.instance, entry)
+        except OSError as exc:  # the agent works without it; only discovery is lost
+            log.warning("not registered in %s: %s", registry.runtime_dir(), exc)
+            return None
+
     # ----------------------------------------------------------------- run
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; stop children in reverse dependency order; return 0."""
@@ -216,6 +234,7 @@ class Agent:
         tightened = tighten_tree(self.state_dir)
         _use_pidfd_child_watcher()
         self.store = store = Store.open_in(self.state_dir)
+        registered: Path | None = None
         try:
             self._note_tightened(store, *tightened)
             self._end_leftovers(store)
@@ -243,6 +262,7 @@ class Agent:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.shutdown.set)
             api_task = asyncio.create_task(self._serve_api())
+            registered = self._register()
             await self._supervise()
             await self._stop_all("agent shutting down")
             self._api_exit.set()
@@ -258,6 +278,8 @@ class Agent:
                 await self.alerts.aclose()
             if self.guard is not None:
                 self.guard.close()
+            if registered is not None:
+                registry.unregister(registered, os.getpid())
             socket_path(self.state_dir).unlink(missing_ok=True)
             store.close()
             self.lock.release()

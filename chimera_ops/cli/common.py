@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -19,12 +19,52 @@ EXIT_PROBLEM = 1  # the command worked and found something wrong (or could not d
 EXIT_USAGE = 2  # bad arguments or config
 
 
-@dataclass
 class CliContext:
     """Carried in click's ctx.obj."""
 
-    config_path: str | None
-    _config: ChimeraConfig | None = field(default=None, repr=False)
+    def __init__(self, config_path: str | None) -> None:
+        self._explicit = config_path
+        self._located = False
+        self._config_path = config_path
+        self._config: ChimeraConfig | None = None
+        self._no_agent_found = False
+
+    @property
+    def config_path(self) -> str | None:
+        """--config or $CHIMERA_OPS_CONFIG; else the running agent's config when there is no
+        ./chimera-ops.yaml; else None (the default path). Looked up once, on first use, so
+        commands that need no config never touch the registry."""
+        if not self._located:
+            self._located = True
+            self._config_path = self._locate()
+        return self._config_path
+
+    def _locate(self) -> str | None:
+        from chimera_ops.config_locate import STATE_DIR_ENV, config_given, running_agents
+
+        if config_given(self._explicit):
+            return self._explicit
+        agents = running_agents()
+        if not agents:
+            self._no_agent_found = True
+            return None
+        if len(agents) > 1:
+            from rich.markup import escape
+
+            listing = "".join(
+                f"\n  pid {a.pid}  config {a.config}  state_dir {a.state_dir}" for a in agents
+            )
+            fail(
+                escape(f"{len(agents)} chimera-ops agents are running:{listing}"),
+                EXIT_USAGE,
+                "say which one with --config FILE (or CHIMERA_OPS_CONFIG)",
+            )
+        agent = agents[0]
+        # The agent's own state_dir wins over the file's, so a state_dir it was started with
+        # from the environment is where the CLI looks for its socket and store too.
+        os.environ.setdefault(STATE_DIR_ENV, agent.state_dir)
+        click.echo(f"using the running agent's config {agent.config} (pid {agent.pid})", err=True)
+        return agent.config
 
     def config(self) -> ChimeraConfig:
         """The validated config; a config error prints every issue and exits 2."""
@@ -38,6 +78,15 @@ class CliContext:
                 err.print("[bold red]config error[/]")
                 for issue in exc.issues:
                     err.print(f"  {issue}", markup=False, highlight=False)
+                if self._no_agent_found:
+                    from chimera_ops.agent.registry import runtime_dirs
+
+                    where = ", ".join(str(d) for d in runtime_dirs())
+                    err.print(
+                        f"  and no running agent was found (looked in {where})",
+                        markup=False,
+                        highlight=False,
+                    )
                 sys.exit(EXIT_USAGE)
         return self._config
 
