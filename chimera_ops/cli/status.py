@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +19,7 @@ from chimera_ops.cli.common import (
     emit_json,
     json_option,
     pass_cli,
+    unknown_component,
 )
 
 PROBLEM_STATES = {"fatal", "unhealthy", "backoff", "exited", "unknown"}
@@ -42,10 +45,33 @@ def _reachable(target: tuple[str, int]) -> bool:
         return False
 
 
+def _log_file(state_dir: str | os.PathLike[str], name: str) -> str | None:
+    """The component's current log file where the agent writes it, if it exists."""
+    from chimera_ops.agent.paths import log_dir
+
+    path = log_dir(Path(state_dir)) / f"{name}.log"
+    return str(path) if path.exists() else None
+
+
+NOT_SUPERVISED = "not supervised now (no agent)"
+
+
+def _direct_reason(last_state: str, reason: str | None) -> str:
+    """The no-agent reason: the store's last word, minus any restart the dead agent promised."""
+    from chimera_ops.cli.render import strip_restart_promise
+
+    last = strip_restart_promise(reason)
+    return f"{NOT_SUPERVISED}; last known {last_state}" + (f": {last}" if last else "")
+
+
 def direct_status(cli_ctx: CliContext) -> dict[str, Any]:
-    """Status without an agent: the store's last word, live pids, TCP reachability."""
+    """Status without an agent: the store's last word, live pids, TCP reachability.
+
+    Nothing here may promise what only an agent does: a stored "restarting in 1s" is dropped.
+    """
     import psutil
 
+    from chimera_ops.cli.render import strip_restart_promise
     from chimera_ops.store import Store
 
     cfg = cli_ctx.config()
@@ -75,17 +101,20 @@ def direct_status(cli_ctx: CliContext) -> dict[str, Any]:
                 "runtime": comp.runtime,
                 "state": "unknown",
                 "last_known_state": last_state.to_state if last_state else None,
-                "reason": (
-                    f"last known: {last_state.to_state} ({last_state.reason})"
-                    if last_state
-                    else "never run here"
-                ),
+                "reason": _direct_reason(str(last_state.to_state), last_state.reason)
+                if last_state
+                else f"{NOT_SUPERVISED}; never run here",
                 "since": last_state.ts if last_state else None,
                 "pid": pid,
                 "uptime_s": None,
                 "restarts": counters.total_restarts if counters else 0,
                 "consecutive_failures": counters.consecutive_failures if counters else 0,
-                "last_exit": counters.last_exit if counters else None,
+                "last_exit": strip_restart_promise(counters.last_exit) or None
+                if counters
+                else None,
+                # Read with getattr: the store's counters gain this field in the same issue.
+                "last_exit_at": getattr(counters, "last_exit_at", None) if counters else None,
+                "log_file": _log_file(cfg.agent.state_dir, name),
                 "ready": None,
                 "reachable": reachable,
                 "reachable_target": f"{target[0]}:{target[1]}" if target else None,
@@ -137,11 +166,18 @@ def exit_code_for(doc: dict[str, Any]) -> int:
     return EXIT_OK
 
 
-def _render(doc: dict[str, Any]) -> Any:
+def _render(doc: dict[str, Any], width: int, probe_targets: ProbeTargets | None = None) -> Any:
+    """The whole human view; `probe_targets` set means the detailed view of each component."""
     from rich.console import Group
     from rich.text import Text
 
-    from chimera_ops.cli.render import notes, status_table
+    from chimera_ops.cli.render import (
+        component_detail,
+        direct_listing,
+        notes,
+        render_listing,
+        status_listing,
+    )
 
     agent = doc["agent"]
     if agent["running"]:
@@ -152,78 +188,116 @@ def _render(doc: dict[str, Any]) -> Any:
             f"state_dir {agent['state_dir']}",
             style="bold green",
         )
-        parts: list[Any] = [head, status_table(doc)]
-        parts += [Text(line) for line in notes(doc)]
     else:
         head = Text(
             f"agent NOT running on {agent['state_dir']}: showing what can be seen directly "
-            "(store, pids, TCP reachability)",
+            "(store, pids, TCP reachability); nothing is supervised or restarted",
             style="bold red",
         )
-        parts = [head, _direct_table(doc)]
+    parts: list[Any] = [head]
+    if probe_targets is not None:
+        for comp in doc["components"]:
+            if "log_file" not in comp and comp.get("runtime") == "process":
+                comp = {**comp, "log_file": _log_file(agent["state_dir"], comp["name"])}
+            parts += [Text(""), component_detail(comp, probe_targets.get(comp["name"]))]
+        return Group(*parts)
+    listing = status_listing(doc) if agent["running"] else direct_listing(doc)
+    parts.append(render_listing(listing, width))
+    parts += [Text(line) for line in notes(doc, width)]
     return Group(*parts)
 
 
-def _direct_table(doc: dict[str, Any]) -> Any:
-    from rich.table import Table
+ProbeTargets = dict[str, dict[str, str]]
 
-    table = Table(header_style="bold")
-    for column in (
-        "component",
-        "last known state",
-        "pid alive",
-        "reachable",
-        "restarts",
-        "last exit / reason",
-    ):
-        table.add_column(column, overflow="fold")
-    for comp in doc["components"]:
-        reach = comp.get("reachable")
-        table.add_row(
-            comp["name"],
-            comp.get("last_known_state") or "-",
-            str(comp["pid"]) if comp["pid"] else "no",
-            "-"
-            if reach is None
-            else (f"yes {comp['reachable_target']}" if reach else f"NO {comp['reachable_target']}"),
-            str(comp["restarts"]),
-            comp.get("last_exit") or comp.get("reason") or "",
-        )
-    return table
+
+def probe_targets(cli_ctx: CliContext, names: list[str]) -> ProbeTargets:
+    """{component: {role: 'kind target'}} from the config, for the detailed view.
+
+    The status document says how each probe did, not what it probes. A config that no longer
+    validates only costs the targets: the running agent's answer is still shown.
+    """
+    from chimera_ops.config import ConfigError, load_config
+    from chimera_ops.probes.factory import build_probe
+
+    try:
+        cfg = cli_ctx._config or load_config(cli_ctx.config_path)
+    except ConfigError:
+        return {}
+    out: ProbeTargets = {}
+    for name in names:
+        comp = cfg.components.get(name)
+        if comp is None:
+            continue
+        roles = {role: getattr(comp, role) for role in ("startup", "readiness", "liveness")}
+        out[name] = {
+            role: f"{probe.kind} {build_probe(probe, env={**os.environ, **comp.env}).describe()}"
+            for role, probe in roles.items()
+            if probe is not None
+        }
+    return out
+
+
+def select(doc: dict[str, Any], names: tuple[str, ...], as_json: bool) -> dict[str, Any]:
+    """The document with only the named components (in the order asked); unknown -> exit 2."""
+    if not names:
+        return doc
+    by_name = {c["name"]: c for c in doc["components"]}
+    for name in names:
+        if name not in by_name:
+            unknown_component(name, list(by_name), as_json)
+    return {**doc, "components": [by_name[n] for n in dict.fromkeys(names)]}
 
 
 @click.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
 @json_option
 @click.option("--watch", "-w", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
 @click.option(
     "--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch."
 )
 @pass_cli
-def status(cli_ctx: CliContext, as_json: bool, watch: bool, interval: float) -> None:
-    """Component, state, pid, uptime, restarts, health, memory, last exit reason.
+def status(
+    cli_ctx: CliContext, names: tuple[str, ...], as_json: bool, watch: bool, interval: float
+) -> None:
+    """Component, state, pid, uptime, restarts, health, memory, reason and last exit.
 
-    Exit 0 when the agent runs and no component is fatal/unhealthy/backoff/exited; 1 otherwise.
-    The JSON shape is documented in docs/status-json.md.
+    With NAMEs, each named component in detail (probes, monitors, alerts, trading, log file);
+    `--json` then holds only those components. Exit 0 when the agent runs and no shown component
+    is fatal/unhealthy/backoff/exited; 1 otherwise. The JSON shape is in docs/status-json.md.
     """
+    from chimera_ops.cli.common import stdout_console
+
+    console = stdout_console()
+    targets: ProbeTargets | None = None
+
+    def fetch() -> dict[str, Any]:
+        nonlocal targets
+        doc = select(fetch_status(cli_ctx), names, as_json)
+        if names and targets is None and not as_json:
+            targets = probe_targets(cli_ctx, list(names))
+        return doc
+
     if watch and not as_json:
         from rich.live import Live
 
-        with Live(_render(fetch_status(cli_ctx)), refresh_per_second=4, screen=False) as live:
+        with Live(
+            _render(fetch(), console.width, targets), console=console, refresh_per_second=4
+        ) as live:
             try:
                 while True:
                     time.sleep(interval)
-                    live.update(_render(fetch_status(cli_ctx)))
+                    live.update(_render(fetch(), console.width, targets))
             except KeyboardInterrupt:
                 pass
         sys.exit(EXIT_OK)
     while True:
-        doc = fetch_status(cli_ctx)
+        doc = fetch()
         if as_json:
             emit_json(doc)
         else:
-            from chimera_ops.cli.common import stdout_console
-
-            stdout_console().print(_render(doc))
+            # crop=False: a line that is wider than the console (a very long name) runs on
+            # instead of being cut; a cut name is one grep cannot find.
+            console.print(_render(doc, console.width, targets), crop=False)
         if not watch:
             break
         time.sleep(interval)

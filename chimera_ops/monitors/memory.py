@@ -119,12 +119,8 @@ class MemoryMonitor(Monitor):
         if trend.forecast_s is not None:
             values["forecast_s"] = trend.forecast_s
         rate = f"{format_size(trend.slope)}/s over {format_duration(trend.span_s)}"
-        significant = (
-            trend.test.p_increasing < leak.p_value
-            and trend.test.positive_fraction >= leak.min_positive_fraction
-        )
         if (
-            significant
+            self.slope_significant()
             and trend.slope > leak.min_slope
             and trend.forecast_s is not None
             and trend.forecast_s < leak.horizon
@@ -160,8 +156,26 @@ class MemoryMonitor(Monitor):
         self.feed(now, rss)
         return self.evaluate()
 
+    def slope_significant(self) -> bool:
+        """The last trend is a rise worth showing: enough samples over enough time (the leak
+        config's `min_samples` / `min_span`) and a Mann–Kendall test that says it goes up.
+
+        Right after a restart the first few samples of a warming process give a steep slope
+        that means nothing; until this is true, nothing should present the slope as a trend.
+        """
+        leak = self.config.leak
+        trend = self.trend
+        return (
+            trend is not None
+            and trend.n >= leak.min_samples
+            and trend.span_s >= leak.min_span
+            and trend.test.p_increasing < leak.p_value
+            and trend.test.positive_fraction >= leak.min_positive_fraction
+        )
+
     def snapshot(self) -> dict[str, Any]:
-        """rss/pss/process count, slope (bytes/s), forecast to the limit (s), over-limit count."""
+        """rss/pss/process count, slope (bytes/s) and whether it is significant, forecast to the
+        limit (s), over-limit count."""
         trend = self.trend
         return {
             **self.last,
@@ -169,6 +183,7 @@ class MemoryMonitor(Monitor):
             "over_count": self.over_count,
             "samples": len(self.samples),
             "slope_bytes_per_s": trend.slope if trend else None,
+            "slope_significant": self.slope_significant(),
             "forecast_s": trend.forecast_s if trend else None,
             "p_value": trend.test.p_increasing if trend else None,
         }
