@@ -417,9 +417,12 @@ class Agent:
             snap = unit.snapshot(now)
             monitors = self.watcher.snapshot(name) if self.watcher else {}
             memory = monitors.get("memory") or {}
+            # The slope goes with its significance: a steep but meaningless slope right after
+            # a restart must not be shown as a trend (docs/status-json.md).
             snap["memory"] = {
                 "rss_bytes": rss.get(name),
                 "slope_bytes_per_s": memory.get("slope_bytes_per_s"),
+                "slope_significant": bool(memory.get("slope_significant")),
                 "forecast_s": memory.get("forecast_s")
                 if self.watcher and f"{name}:memory:leak" in self.watcher.active
                 else None,
