@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from chimera_ops.alerts_spec import AlertsConfig
+from chimera_ops.errors import describe_exception
 from chimera_ops.redact import redact_text
 
 if TYPE_CHECKING:
@@ -457,7 +458,7 @@ class AlertSink:
                 raise
             except Exception as exc:  # noqa: BLE001 - the sender never raises into the agent
                 # str(exc) of httpx errors may include the URL; mask it.
-                error = f"{type(exc).__name__}: {redact_text(str(exc), [self.url])}"
+                error = redact_text(describe_exception(exc), [self.url])
                 continue
             if response.is_success:
                 self.stats.sent += 1

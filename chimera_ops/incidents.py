@@ -33,6 +33,7 @@ from typing import Any
 
 import psutil
 
+from chimera_ops.errors import describe_exception
 from chimera_ops.filemodes import DIR_MODE, make_private_dir, write_private_text
 from chimera_ops.redact import redact_text
 
@@ -436,4 +437,4 @@ def _safe_name(component: str) -> str:
 
 
 def _err(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return describe_exception(exc)

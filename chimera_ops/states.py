@@ -29,7 +29,15 @@ TRANSITIONS: dict[State, frozenset[State]] = {
         {State.STARTING, State.FATAL, State.STOPPED, State.RUNNING, State.UNHEALTHY}
     ),
     State.STARTING: frozenset(
-        {State.RUNNING, State.UNHEALTHY, State.BACKOFF, State.STOPPING, State.EXITED, State.FATAL}
+        {
+            State.RUNNING,
+            State.UNHEALTHY,
+            State.BACKOFF,
+            State.STOPPING,
+            State.EXITED,
+            State.FATAL,
+            State.STOPPED,  # an external component no longer watched
+        }
     ),
     State.RUNNING: frozenset(
         {State.UNHEALTHY, State.STOPPING, State.EXITED, State.BACKOFF, State.FATAL, State.STOPPED}

@@ -95,6 +95,9 @@ class Event:
         }
 
 
+ADDED_COUNTER_COLUMNS = (("last_exit_at", "REAL"), ("fatal_at", "REAL"))
+
+
 @dataclass(frozen=True)
 class ChildRecord:
     """A child the agent started: enough to recognise it after an agent restart."""
@@ -114,10 +117,12 @@ class Counters:
     consecutive_failures: int = 0
     total_restarts: int = 0
     fatal_reason: str | None = None
-    last_exit: str | None = None
+    last_exit: str | None = None  # what the last exit was, never a promise ("restarting in")
     loop_reset_at: float = (
         0.0  # an operator start: earlier restarts no longer count to a crash loop
     )
+    last_exit_at: float | None = None
+    fatal_at: float | None = None
 
 
 class Store:
@@ -135,7 +140,15 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         self._db.row_factory = sqlite3.Row
+
+    def _migrate(self) -> None:
+        """Columns added after a store was first created (stores are kept across upgrades)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(counters)")}
+        for column, kind in ADDED_COUNTER_COLUMNS:
+            if column not in have:
+                self._db.execute(f"ALTER TABLE counters ADD COLUMN {column} {kind}")
 
     @classmethod
     def open_in(cls, state_dir: Path, readonly: bool = False) -> Store:
@@ -241,6 +254,7 @@ class Store:
         ).fetchone()
         if row is None:
             return Counters(component=component)
+        columns = set(row.keys())  # `in row` would test the values of a sqlite3.Row
         return Counters(
             component=component,
             consecutive_failures=row["consecutive_failures"],
@@ -248,16 +262,21 @@ class Store:
             fatal_reason=row["fatal_reason"],
             last_exit=row["last_exit"],
             loop_reset_at=row["loop_reset_at"],
+            # A read-only CLI may open a store an older agent wrote, before these columns.
+            last_exit_at=row["last_exit_at"] if "last_exit_at" in columns else None,
+            fatal_at=row["fatal_at"] if "fatal_at" in columns else None,
         )
 
     def save_counters(self, counters: Counters) -> None:
         """Upsert the counters of a component."""
         self._db.execute(
             "INSERT INTO counters(component, consecutive_failures, total_restarts, fatal_reason,"
-            " last_exit, loop_reset_at) VALUES (?,?,?,?,?,?) ON CONFLICT(component) DO UPDATE SET"
+            " last_exit, loop_reset_at, last_exit_at, fatal_at) VALUES (?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(component) DO UPDATE SET"
             " consecutive_failures=excluded.consecutive_failures,"
             " total_restarts=excluded.total_restarts, fatal_reason=excluded.fatal_reason,"
-            " last_exit=excluded.last_exit, loop_reset_at=excluded.loop_reset_at",
+            " last_exit=excluded.last_exit, loop_reset_at=excluded.loop_reset_at,"
+            " last_exit_at=excluded.last_exit_at, fatal_at=excluded.fatal_at",
             (
                 counters.component,
                 counters.consecutive_failures,
@@ -265,6 +284,8 @@ class Store:
                 counters.fatal_reason,
                 counters.last_exit,
                 counters.loop_reset_at,
+                counters.last_exit_at,
+                counters.fatal_at,
             ),
         )
 

@@ -66,13 +66,14 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = directory / "agent.out"
 
-    def start(self, wait: bool = True) -> AgentProcess:
+    def start(self, wait: bool = True, env: dict[str, str] | None = None) -> AgentProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chimera_ops", "--config", str(self.config_path), "agent"],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=str(REPO),
+            env=env,
         )
         if wait:
             wait_for(

@@ -219,6 +219,25 @@ class Agent:
             log.warning("not registered in %s: %s", registry.runtime_dir(), exc)
             return None
 
+    def _announce_fatal(self, store: Store) -> None:
+        """A component left `fatal` by an earlier agent stays fatal (its counters are in the
+        store), and that is said: a log line, an event, the alert again. Never silent."""
+        for name, unit in self.units.items():
+            if unit.state is not State.FATAL:
+                continue
+            since = unit.counters.fatal_at
+            when = (
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if since else "earlier"
+            )
+            text = (
+                f"{name} is fatal since {when} ({unit.reason}); "
+                f"`chimera-ops start {name}` clears it"
+            )
+            log.warning("%s", text)
+            store.add_event("fatal_carried", text, component=name, data={"fatal_at": since})
+            if self.watcher is not None:
+                self.watcher.state_changed(unit, State.FATAL, State.FATAL, unit.reason)
+
     # ----------------------------------------------------------------- run
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; stop children in reverse dependency order; return 0."""
@@ -258,6 +277,7 @@ class Agent:
                 f"agent {__version__} pid {os.getpid()} on {self.state_dir}",
                 data={"pid": os.getpid(), "components": self.order},
             )
+            self._announce_fatal(store)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.shutdown.set)

@@ -36,6 +36,7 @@ class Action:
     reason: str = ""
     delay: float = 0.0
     probe: str | None = None  # the probe role behind a kill (its kill_grace applies)
+    exit: str = ""  # for exit actions: what the exit was (kept as `last_exit`, no promise)
 
 
 NOTHING = Action("none")
@@ -63,9 +64,11 @@ class UnitView:
     startup: ProbeStatus | None = None  # None: no such probe configured
     readiness: ProbeStatus | None = None
     liveness: ProbeStatus | None = None
-    probe_reason: str = ""
+    probe_reason: str = ""  # every failing probe's reason (for states that sum them up)
+    probe_reasons: dict[str, str] = field(default_factory=dict)  # role -> its failing reason
     monitor_restart: str | None = None  # a monitor asks for a restart (memory, cpu)
     kill_in_progress: bool = False  # the agent is already ending it; wait for the exit
+    kill_reason: str | None = None  # why the agent is ending it (the exit's cause)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -85,21 +88,32 @@ def restarts_in_window(restart_times: tuple[float, ...], now: float, window: flo
 
 
 def _exit_action(view: UnitView, exit_info: ExitInfo) -> Action:
-    what = exit_info.describe()
+    what = exit_info.summary()
+    if view.kill_reason:
+        what = f"{what}, ended by the agent: {view.kill_reason}"
     if exit_info.expected:
-        return Action("exited", f"stopped by the agent ({what})")
+        return Action("exited", f"stopped by the agent ({what})", exit=what)
     wants_restart = view.policy == "always" or (view.policy == "on-failure" and not exit_info.clean)
     if not wants_restart:
-        return Action("exited", f"{what}; restart policy '{view.policy}' leaves it stopped")
+        return Action(
+            "exited", f"{what}; restart policy '{view.policy}' leaves it stopped", exit=what
+        )
     recent = restarts_in_window(view.restart_times, view.now, view.crash_loop.window)
     if recent >= view.crash_loop.max_restarts:
         return Action(
             "fatal",
             f"crash loop: {what} after {recent} restarts within "
             f"{view.crash_loop.window:g}s; no more restarts until an operator starts it",
+            exit=what,
         )
     delay = backoff_delay(view.consecutive_failures + 1, view.backoff)
-    return Action("backoff", f"{what}; restarting in {delay:g}s", delay=delay)
+    return Action("backoff", f"{what}; restarting in {delay:g}s", delay=delay, exit=what)
+
+
+def _probe_failed(view: UnitView, role: str) -> Action:
+    """A kill for one probe, with that probe's own reason (not every failing probe's)."""
+    why = view.probe_reasons.get(role) or view.probe_reason
+    return Action("kill", f"{role} probe failed: {why}", probe=role)
 
 
 def decide(view: UnitView) -> Action:
@@ -135,22 +149,23 @@ def decide(view: UnitView) -> Action:
 
     if view.state is State.STARTING:
         if view.startup == "failing":
-            return Action("kill", f"startup probe failed: {view.probe_reason}", probe="startup")
+            return _probe_failed(view, "startup")
         if view.startup in ("unknown",):
             return NOTHING  # the startup probe protects a slow start; others wait for it
         if view.liveness == "failing":
-            return Action("kill", f"liveness probe failed: {view.probe_reason}", probe="liveness")
+            return _probe_failed(view, "liveness")
         if view.readiness is None or view.readiness == "passing":
             return Action("mark_running", "ready" if view.readiness else "started")
         return NOTHING
 
     if view.state in (State.RUNNING, State.UNHEALTHY):
         if view.liveness == "failing":
-            return Action("kill", f"liveness probe failed: {view.probe_reason}", probe="liveness")
+            return _probe_failed(view, "liveness")
         if view.monitor_restart:
             return Action("kill", view.monitor_restart)
         if view.state is State.RUNNING and view.readiness == "failing":
-            return Action("mark_unhealthy", f"readiness probe failing: {view.probe_reason}")
+            why = view.probe_reasons.get("readiness") or view.probe_reason
+            return Action("mark_unhealthy", f"readiness probe failing: {why}")
         if view.state is State.UNHEALTHY and view.readiness in (None, "passing"):
             return Action("mark_running", "readiness probe passing again")
         if (

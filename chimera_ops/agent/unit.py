@@ -77,11 +77,19 @@ class Unit:
                         env={**os.environ, **config.env},
                     ),
                 )
+        # Steps of a stop (signal sent, grace over, SIGKILL) are events: the freeze path is
+        # visible in `chimera-ops events`, not only in the component's log.
+        self.runtime.report = self._record_step
         if self.counters.fatal_reason:
             self.state = State.FATAL
             self.reason = self.counters.fatal_reason
+            self.state_since = self.counters.fatal_at or self.state_since
 
     # ----------------------------------------------------------------- state
+    def _record_step(self, kind: str, text: str) -> None:
+        self.store.add_event(kind, text, component=self.name)
+        log.info("%s: %s", self.name, text)
+
     @property
     def managed(self) -> bool:
         return self.runtime.manages_process
@@ -123,11 +131,11 @@ class Unit:
     def view(self, now: float, waiting_for: tuple[str, ...]) -> UnitView:
         """The pure snapshot reconcile decides on."""
         statuses = {role: tracker.status for role, (tracker, _) in self.probes.items()}
-        failing = [
-            tracker.last_result.reason
-            for tracker, _ in self.probes.values()
+        reasons = {
+            role: tracker.last_result.reason
+            for role, (tracker, _) in self.probes.items()
             if tracker.status == "failing" and tracker.last_result
-        ]
+        }
         return UnitView(
             name=self.name,
             managed=self.managed,
@@ -148,9 +156,11 @@ class Unit:
             startup=statuses.get("startup"),
             readiness=statuses.get("readiness"),
             liveness=statuses.get("liveness"),
-            probe_reason="; ".join(failing),
+            probe_reason="; ".join(reasons.values()),
+            probe_reasons=reasons,
             monitor_restart=self.monitor_restart,
             kill_in_progress=self._kill_reason is not None,
+            kill_reason=self._kill_reason,
         )
 
     def _restart_times(self, now: float) -> tuple[float, ...]:
@@ -244,33 +254,58 @@ class Unit:
             probe = getattr(self.config, action.probe) if action.probe else None
             await self._kill(action.reason, probe.kill_grace if probe is not None else None)
         elif kind == "backoff":
-            self._clear_exit()
+            exit_at = self._clear_exit()
             self.store.add_restart(self.name, action.reason, ts=now)
             self._save_counters(
                 consecutive_failures=self.counters.consecutive_failures + 1,
                 total_restarts=self.counters.total_restarts + 1,
-                last_exit=action.reason,
+                last_exit=action.exit or action.reason,
+                last_exit_at=exit_at,
             )
             self.backoff_until = now + action.delay
-            self.set_state(State.BACKOFF, action.reason, data={"delay_s": action.delay})
+            self.set_state(State.BACKOFF, action.reason, data=self._exit_data(action))
         elif kind == "fatal":
-            self._clear_exit()
-            self._save_counters(fatal_reason=action.reason, last_exit=action.reason)
-            self.set_state(State.FATAL, action.reason)
+            exit_at = self._clear_exit()
+            self._save_counters(
+                fatal_reason=action.reason,
+                fatal_at=now,
+                last_exit=action.exit or action.reason,
+                last_exit_at=exit_at,
+            )
+            self.set_state(State.FATAL, self._with_log(action.reason), data=self._exit_data(action))
         elif kind == "exited":
-            self._clear_exit()
-            self._save_counters(last_exit=action.reason)
-            self.set_state(State.EXITED, action.reason)
+            exit_at = self._clear_exit()
+            self._save_counters(last_exit=action.exit or action.reason, last_exit_at=exit_at)
+            self.set_state(State.EXITED, action.reason, data=self._exit_data(action))
         elif kind == "reset_failures":
             self._save_counters(consecutive_failures=0)
             self.store.add_event("backoff_reset", action.reason, component=self.name)
 
-    def _clear_exit(self) -> None:
+    @property
+    def log_file(self) -> str | None:
+        """The component's current log file (where its stdout and stderr go), if it has one."""
+        files = self.runtime.log_files()
+        return str(files[0]) if files else None
+
+    def _with_log(self, reason: str) -> str:
+        """A final reason (fatal) says where to look next."""
+        return f"{reason}; log: {self.log_file}" if self.log_file else reason
+
+    def _exit_data(self, action: Action) -> dict[str, Any]:
+        data: dict[str, Any] = {"exit": action.exit, "log_file": self.log_file}
+        if action.kind == "backoff":
+            data["delay_s"] = action.delay
+        return data
+
+    def _clear_exit(self) -> float | None:
+        """Forget the exit just handled; returns when it happened."""
+        exit_at = self.pending_exit.at if self.pending_exit is not None else None
         self.pending_exit = None
         self._kill_reason = None
         self.started_at = None
         self.monitor_restart = None
         self.store.clear_child(self.name)
+        return exit_at
 
     async def _start(self, reason: str, now: float) -> None:
         # A probe still in flight probes the old process: end it, so the new incarnation's
@@ -289,7 +324,9 @@ class Unit:
             pid = await self.runtime.start()
         except StartError as exc:
             message = f"cannot start: {exc}"
-            self._save_counters(fatal_reason=message, last_exit=message)
+            self._save_counters(
+                fatal_reason=message, fatal_at=now, last_exit=message, last_exit_at=now
+            )
             self.set_state(State.FATAL, message)
             return
         self.started_at = now
@@ -336,10 +373,23 @@ class Unit:
                 self._clear_exit()
                 self.set_state(State.STOPPED, reason)
                 return
+            if not self.managed:
+                # The agent never stops an external service; "stopping" would read, at 3 a.m.,
+                # as "the agent stopped my database".
+                self._clear_exit()
+                self.set_state(
+                    State.STOPPED, f"no longer watched ({reason}); the agent does not stop it"
+                )
+                return
             self.set_state(State.STOPPING, reason)
             await self.runtime.stop()
             if self._exit_task is not None:
                 await asyncio.wait([self._exit_task], timeout=5)
+            if self.pending_exit is not None:
+                self._save_counters(
+                    last_exit=f"{self.pending_exit.describe()} on {reason}",
+                    last_exit_at=self.pending_exit.at,
+                )
             self._clear_exit()
             self.set_state(State.STOPPED, reason)
 
@@ -376,6 +426,9 @@ class Unit:
             "restarts": self.counters.total_restarts,
             "consecutive_failures": self.counters.consecutive_failures,
             "last_exit": self.counters.last_exit,
+            "last_exit_at": self.counters.last_exit_at,
+            "fatal_since": self.counters.fatal_at if self.state is State.FATAL else None,
+            "log_file": self.log_file,
             "ready": self.ready,
             "depends_on": list(self.config.depends_on),
             "health": health,

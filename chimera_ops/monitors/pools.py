@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import RedisError
 
+from chimera_ops.errors import describe_exception
 from chimera_ops.monitors.base import Finding, Monitor, Severity, grade
 from chimera_ops.monitors.spec import (
     AppPoolConfig,
@@ -372,7 +373,7 @@ class PoolMonitor(Monitor):
             response.raise_for_status()
             pools = parse_app_pools(response.text, cfg.prefix)
         except (httpx.HTTPError, ValueError) as exc:
-            text = redact_text(f"{type(exc).__name__}: {exc}")
+            text = redact_text(describe_exception(exc))
             return [
                 (
                     "app",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from chimera_ops.aio import within
+from chimera_ops.errors import describe_exception
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Probe(ABC):
         except Exception as exc:  # noqa: BLE001 - every failure must become a result
             return ProbeResult(
                 ok=False,
-                reason=f"{self.kind} probe error: {type(exc).__name__}: {exc}",
+                reason=f"{self.kind} probe error: {describe_exception(exc)}",
                 latency_s=time.monotonic() - started,
             )
         if result.latency_s == 0.0:

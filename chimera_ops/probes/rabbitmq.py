@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
+from chimera_ops.errors import describe_exception
 from chimera_ops.probes._subproc import run_argv
 from chimera_ops.probes.base import Probe, ProbeResult
 from chimera_ops.probes.spec import RabbitmqProbeSpec
@@ -81,7 +82,7 @@ class RabbitmqProbe(Probe):
             ) as client:
                 response = await client.get(url, params={"columns": "name,messages"})
         except httpx.HTTPError as exc:
-            return redact_text(f"GET {url} failed: {type(exc).__name__}: {exc}", [password])
+            return redact_text(f"GET {url} failed: {describe_exception(exc)}", [password])
         if response.status_code != 200:
             return f"GET {redact_text(url)} returned {response.status_code}"
         # `messages` is absent on a queue whose stats are not yet collected: count it as 0.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ class ExitInfo:
     signal: int | None
     at: float
     expected: bool  # the agent asked it to stop
+    stderr_tail: str = ""  # the child's last stderr line (capped, redacted): why it ended
 
     @property
     def clean(self) -> bool:
@@ -33,6 +35,19 @@ class ExitInfo:
             return f"killed by {name}"
         return f"exit code {self.code}"
 
+    def summary(self) -> str:
+        """`describe()`, plus the last stderr line of a failed exit:
+        `exit code 1: ModuleNotFoundError: No module named 'psycopg'`."""
+        what = self.describe()
+        if self.stderr_tail and not self.expected and self.code not in (0, None):
+            return f"{what}: {self.stderr_tail}"
+        return what
+
+
+Reporter = Callable[[str, str], None]
+"""`report(kind, text)`: a runtime's account of a step (stop signal sent, grace over, SIGKILL),
+recorded by the agent as an event of that kind."""
+
 
 class StartError(Exception):
     """The component could not be started at all (missing executable, bad cwd...)."""
@@ -40,6 +55,12 @@ class StartError(Exception):
 
 class Runtime(ABC):
     """Start, stop and observe one component."""
+
+    report: Reporter | None = None  # set by the agent: steps of a stop become events
+
+    def _report(self, kind: str, text: str) -> None:
+        if self.report is not None:
+            self.report(kind, text)
 
     @abstractmethod
     async def start(self) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import deque
 from pathlib import Path
 from typing import BinaryIO
 
@@ -73,15 +74,28 @@ class RotatingLog:
         self._file.close()
 
 
-async def pump(reader: asyncio.StreamReader, log: RotatingLog, stream: str) -> None:
-    """Copy a child's pipe into the log, line by line, until EOF. Long lines are split."""
+async def pump(
+    reader: asyncio.StreamReader,
+    log: RotatingLog,
+    stream: str,
+    tail: deque[bytes] | None = None,
+) -> None:
+    """Copy a child's pipe into the log, line by line, until EOF. Long lines are split.
+
+    ``tail`` (a bounded deque) also keeps the last non-blank lines: the runtime puts the last
+    stderr line into the exit reason, so a crash says why without opening the log.
+    """
     while True:
         try:
             line = await reader.readuntil(b"\n")
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 log.write_line(stream, exc.partial)
+                if tail is not None and exc.partial.strip():
+                    tail.append(exc.partial)
             return
         except asyncio.LimitOverrunError as exc:
             line = await reader.readexactly(exc.consumed)
         log.write_line(stream, line)
+        if tail is not None and line.strip():
+            tail.append(line)

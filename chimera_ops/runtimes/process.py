@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
+import sys
 import time
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,12 +28,16 @@ import psutil
 from chimera_ops.aio import within
 from chimera_ops.config import ComponentConfig
 from chimera_ops.filemodes import child_umask
+from chimera_ops.redact import redact_text
 from chimera_ops.runtimes.base import ExitInfo, Runtime, StartError
 from chimera_ops.runtimes.logfile import RotatingLog, pump
 from chimera_ops.runtimes.tree import MARKER_ENV, kill_tree, signal_tree, tree_pids
 
 SETPRIV = shutil.which("setpriv")
 _PIPE_LIMIT = 256 * 1024  # longest line kept whole; longer lines are split
+STDERR_TAIL_LINES = 5
+STDERR_TAIL_CHARS = 300  # an exit reason stays one readable line
+_SECRET_KEY = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
 
 
 def _resolve_executable(argv0: str, cwd: Path | None, env: Mapping[str, str]) -> str:
@@ -47,6 +54,18 @@ def _resolve_executable(argv0: str, cwd: Path | None, env: Mapping[str, str]) ->
     return found
 
 
+PYTHON_PLACEHOLDER = "{python}"
+
+
+def expand_command(command: list[str]) -> list[str]:
+    """`{python}` -> the interpreter chimera-ops itself runs on.
+
+    A bare `python` is whatever PATH finds first: started as `.venv/bin/chimera-ops agent`
+    without the venv on PATH, that is the system Python, without the project's packages.
+    """
+    return [sys.executable if part == PYTHON_PLACEHOLDER else part for part in command]
+
+
 class ProcessRuntime(Runtime):
     """Runs `command` as a supervised child."""
 
@@ -57,6 +76,7 @@ class ProcessRuntime(Runtime):
         self.log = RotatingLog(log_dir / f"{name}.log", config.logs.max_size, config.logs.keep)
         self._proc: asyncio.subprocess.Process | None = None
         self._pumps: list[asyncio.Task[None]] = []
+        self._stderr_tail: deque[bytes] = deque(maxlen=STDERR_TAIL_LINES)
         self._stopping = False
         self._exit: ExitInfo | None = None
         self.create_time: float | None = None
@@ -69,8 +89,9 @@ class ProcessRuntime(Runtime):
         env = {**os.environ, **cfg.env, MARKER_ENV: self.marker}
         if cfg.cwd is not None and not cfg.cwd.is_dir():
             raise StartError(f"working directory {str(cfg.cwd)!r} does not exist")
-        executable = _resolve_executable(cfg.command[0], cfg.cwd, env)
-        argv = [executable, *cfg.command[1:]]
+        command = expand_command(cfg.command)
+        executable = _resolve_executable(command[0], cfg.cwd, env)
+        argv = [executable, *command[1:]]
         if SETPRIV:
             argv = [SETPRIV, "--pdeathsig", "SIGKILL", "--", *argv]
         try:
@@ -88,6 +109,7 @@ class ProcessRuntime(Runtime):
         except OSError as exc:
             raise StartError(f"cannot start {cfg.command[0]!r}: {exc.strerror or exc}") from exc
         self._proc = proc
+        self._stderr_tail.clear()
         self._stopping = False
         self._exit = None
         try:
@@ -97,7 +119,7 @@ class ProcessRuntime(Runtime):
         assert proc.stdout and proc.stderr
         self._pumps = [
             asyncio.create_task(pump(proc.stdout, self.log, "stdout")),
-            asyncio.create_task(pump(proc.stderr, self.log, "stderr")),
+            asyncio.create_task(pump(proc.stderr, self.log, "stderr", self._stderr_tail)),
         ]
         self.log.note(f"started pid {proc.pid}: {' '.join(cfg.command)}")
         return proc.pid
@@ -125,12 +147,28 @@ class ProcessRuntime(Runtime):
         returncode = await proc.wait()
         if self._exit is None:
             code, sig = (None, -returncode) if returncode < 0 else (returncode, None)
-            self._exit = ExitInfo(code=code, signal=sig, at=time.time(), expected=self._stopping)
+            at = time.time()
             # Leftovers (a setsid'd grandchild still holding a port) would block the restart.
             await asyncio.to_thread(kill_tree, None, proc.pid, self.marker)
+            await self._drain_pumps()  # the last stderr lines are in once the pipe is drained
+            self._exit = ExitInfo(
+                code=code,
+                signal=sig,
+                at=at,
+                expected=self._stopping,
+                stderr_tail=self._last_stderr_line(),
+            )
             self.log.note(f"pid {proc.pid} ended: {self._exit.describe()}")
-            await self._drain_pumps()
         return self._exit
+
+    def _last_stderr_line(self) -> str:
+        """The child's last stderr line, redacted and capped: a crash's one-line why."""
+        if not self._stderr_tail:
+            return ""
+        text = self._stderr_tail[-1].decode("utf-8", "replace").strip()
+        secrets = [v for k, v in self.config.env.items() if _SECRET_KEY.search(k)]
+        text = redact_text(text, secrets)
+        return text if len(text) <= STDERR_TAIL_CHARS else text[: STDERR_TAIL_CHARS - 3] + "..."
 
     async def _drain_pumps(self) -> None:
         # The pipes close when the last holder is gone; do not wait forever for a stray holder.
@@ -150,15 +188,17 @@ class ProcessRuntime(Runtime):
         self._stopping = True
         grace = self.config.stop.grace if grace is None else grace
         before = await asyncio.to_thread(tree_pids, proc.pid, self.marker)
+        sig_name = self.config.stop.signal.name
         signal_tree({proc.pid}, proc.pid, int(self.config.stop.signal))
         # A SIGSTOPped child cannot act on SIGTERM until it is continued.
         signal_tree({proc.pid}, proc.pid, signal.SIGCONT)
+        self._report("stop_signal", f"{sig_name} sent to pid {proc.pid}; SIGKILL after {grace:g}s")
         try:
             await within(asyncio.shield(proc.wait()), timeout=grace)
         except TimeoutError:
-            self.log.note(
-                f"pid {proc.pid} ignored {self.config.stop.signal.name} for {grace:g}s: SIGKILL"
-            )
+            text = f"pid {proc.pid} ignored {sig_name} for {grace:g}s: SIGKILL"
+            self.log.note(text)
+            self._report("stop_escalated", text)
         await asyncio.to_thread(kill_tree, proc.pid, proc.pid, self.marker)
         signal_tree(before, None, signal.SIGKILL)
         await self.wait()
