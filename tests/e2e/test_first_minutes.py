@@ -175,8 +175,9 @@ def test_freeze_kill_steps_are_events_and_the_reason_is_the_liveness_one(agent_f
     frozen = agent.wait_state("engine", "running")
     os.kill(frozen["pid"], signal.SIGSTOP)
     wait_for(
-        lambda: (c := agent.component("engine"))["state"] == "running"
-        and c["pid"] != frozen["pid"],
+        lambda: (
+            (c := agent.component("engine"))["state"] == "running" and c["pid"] != frozen["pid"]
+        ),
         timeout=30,
         what="frozen engine replaced",
     )
