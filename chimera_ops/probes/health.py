@@ -14,7 +14,8 @@ Docker's `start_period` and `start_interval` on top (ARCHITECTURE.md, "Health mo
   for at most `start_period`. After the first success (or once the period is over) every failure
   counts. A process that never answers is still killed: `start_period` + the usual threshold.
 - **fast first verdict**: until the probe first reaches `passing` after a (re)start, it runs every
-  `start_interval`, each interval `START_INTERVAL_GROWTH` times the last, capped at `period`.
+  `start_interval` (`STEADY_FAST_RUNS` times), then each interval `START_INTERVAL_GROWTH` times
+  the last, capped at `period`.
   A service that answers 60 ms after its spawn is seen passing about 0.1 s later, not a period
   later.
 - **incarnations**: every `start()` opens a new incarnation; a result that was started under an
@@ -42,6 +43,9 @@ HISTORY = 50
 START_INTERVAL_GROWTH = 1.5
 """Each fast run waits this much longer than the one before, up to `period`: quick to see a
 fast starter, and a slow one (PostgreSQL replaying WAL) is not probed ten times a second."""
+STEADY_FAST_RUNS = 10
+"""The first runs after a (re)start all wait `start_interval` (a Python service needs 0.1 to
+0.5 s to listen on a busy host: it is seen within one interval of answering); growth after."""
 
 
 @dataclass
@@ -73,6 +77,7 @@ class ProbeTracker:
     _grace: bool = field(default=True, init=False)  # this incarnation has a start grace
     _fast: bool = field(default=False, init=False)  # still at the fast cadence
     _interval: float = field(default=0.0, init=False)  # the next fast interval
+    _fast_runs: int = field(default=0, init=False)  # runs at the fast cadence so far
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.history_size)
@@ -112,6 +117,7 @@ class ProbeTracker:
         self._grace = grace and self.start_period > 0
         self._fast = self.start_interval is not None and self.start_interval < self.period
         self._interval = self.start_interval or self.period
+        self._fast_runs = 0
         self.status = "unknown"
         self.consecutive_failures = 0
         self.consecutive_successes = 0
@@ -142,7 +148,9 @@ class ProbeTracker:
     def _schedule_next(self, now: float) -> None:
         if self._fast:
             self._next_due = now + self._interval
-            self._interval = min(self.period, self._interval * START_INTERVAL_GROWTH)
+            self._fast_runs += 1
+            if self._fast_runs >= STEADY_FAST_RUNS:
+                self._interval = min(self.period, self._interval * START_INTERVAL_GROWTH)
             return
         # Keep the cadence steady: the next run is one period after the one that was due,
         # unless the probe ran so late that this is already past (then: one period from now).

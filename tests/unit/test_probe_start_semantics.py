@@ -4,7 +4,7 @@ import pytest
 
 from chimera_ops.config import ConfigError, load_config
 from chimera_ops.probes.base import ProbeResult
-from chimera_ops.probes.health import START_INTERVAL_GROWTH, ProbeTracker
+from chimera_ops.probes.health import START_INTERVAL_GROWTH, STEADY_FAST_RUNS, ProbeTracker
 from chimera_ops.probes.spec import DEFAULT_START_PERIOD, ProbeConfig
 
 OK = ProbeResult(ok=True, reason="ok")
@@ -47,12 +47,13 @@ def test_fast_cadence_grows_toward_period_until_the_first_verdict():
     assert t.due(100.0)
     gaps = []
     now = 100.0
-    for _ in range(15):
+    for _ in range(25):
         t.record(BAD, now)
         gaps.append(round(t.next_due - now, 6))
         now = t.next_due
-    assert gaps[0] == pytest.approx(0.1)
-    assert gaps[1] == pytest.approx(0.1 * START_INTERVAL_GROWTH)
+    steady = gaps[: STEADY_FAST_RUNS - 1]
+    assert steady == pytest.approx([0.1] * len(steady))
+    assert gaps[STEADY_FAST_RUNS] == pytest.approx(0.1 * START_INTERVAL_GROWTH)
     assert all(b >= a for a, b in zip(gaps, gaps[1:], strict=False))
     assert gaps[-1] == pytest.approx(10.0)  # capped at the period
     t.record(OK, now)
