@@ -121,7 +121,6 @@ class MemoryMonitor(Monitor):
         rate = f"{format_size(trend.slope)}/s over {format_duration(trend.span_s)}"
         if (
             self.slope_significant()
-            and trend.slope > leak.min_slope
             and trend.forecast_s is not None
             and trend.forecast_s < leak.horizon
         ):
@@ -158,7 +157,8 @@ class MemoryMonitor(Monitor):
 
     def slope_significant(self) -> bool:
         """The last trend is a rise worth showing: enough samples over enough time (the leak
-        config's `min_samples` / `min_span`) and a Mann–Kendall test that says it goes up.
+        config's `min_samples` / `min_span`), a Mann–Kendall test that says it goes up, and
+        faster than `min_slope` (below it growth is never a leak: a warming process).
 
         Right after a restart the first few samples of a warming process give a steep slope
         that means nothing; until this is true, nothing should present the slope as a trend.
@@ -171,6 +171,7 @@ class MemoryMonitor(Monitor):
             and trend.span_s >= leak.min_span
             and trend.test.p_increasing < leak.p_value
             and trend.test.positive_fraction >= leak.min_positive_fraction
+            and trend.slope > leak.min_slope
         )
 
     def snapshot(self) -> dict[str, Any]:
