@@ -195,6 +195,10 @@ def _render(doc: dict[str, Any], width: int, probe_targets: ProbeTargets | None 
             style="bold red",
         )
     parts: list[Any] = [head]
+    # Fatal first: nothing restarts it until an operator acts (also after an agent restart).
+    for comp in doc["components"]:
+        if comp.get("state") == "fatal":
+            parts.append(Text(fatal_banner(comp), style="bold red"))
     if probe_targets is not None:
         for comp in doc["components"]:
             if "log_file" not in comp and comp.get("runtime") == "process":
@@ -205,6 +209,16 @@ def _render(doc: dict[str, Any], width: int, probe_targets: ProbeTargets | None 
     parts.append(render_listing(listing, width))
     parts += [Text(line) for line in notes(doc, width)]
     return Group(*parts)
+
+
+def fatal_banner(comp: dict[str, Any], now: float | None = None) -> str:
+    """`FATAL engine since 5m ago: <reason>; `chimera-ops start engine` clears it`."""
+    from chimera_ops.units import format_duration
+
+    since = comp.get("fatal_since") or comp.get("since")
+    age = f" since {format_duration((now or time.time()) - since)} ago" if since else ""
+    name = comp["name"]
+    return f"FATAL {name}{age}: {comp.get('reason', '')}; `chimera-ops start {name}` clears it"
 
 
 ProbeTargets = dict[str, dict[str, str]]

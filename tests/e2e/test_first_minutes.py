@@ -126,6 +126,10 @@ def test_fatal_across_an_agent_restart_is_said(agent_factory, short_tmp):
         )
         comp = second.component("engine")
         assert comp["state"] == "fatal" and comp["fatal_since"] is not None
+        human = second.cli("status").stdout
+        lines = human.splitlines()
+        assert lines[1].startswith("FATAL engine since"), lines[:3]  # first, under the header
+        assert "`chimera-ops start engine` clears it" in " ".join(human.split())
         assert comp["alerts"].get("engine:state") == "critical"
         starts = [e for e in second.events("engine") if e["to_state"] == "starting"]
         assert len(starts) == 3  # the first agent's three; the new one did not start it
