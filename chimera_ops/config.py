@@ -28,6 +28,12 @@ import yaml
 from pydantic import Field, ValidationError
 
 from chimera_ops.config_agent import AgentConfig, ApiConfig, IncidentsConfig, MetricsConfig
+from chimera_ops.config_backup import (
+    BackupConfig,
+    BackupPostgresConfig,
+    BackupRedisConfig,
+    RetentionConfig,
+)
 from chimera_ops.config_component import (
     BackoffConfig,
     ComponentConfig,
@@ -51,6 +57,9 @@ __all__ = [
     "AgentConfig",
     "ApiConfig",
     "BackoffConfig",
+    "BackupConfig",
+    "BackupPostgresConfig",
+    "BackupRedisConfig",
     "ChimeraConfig",
     "ComponentConfig",
     "ConfigError",
@@ -60,6 +69,7 @@ __all__ = [
     "LogsConfig",
     "MetricsConfig",
     "RestartConfig",
+    "RetentionConfig",
     "StopConfig",
     "UnknownComponent",
     "dependency_order",
@@ -79,6 +89,7 @@ class ChimeraConfig(StrictModel):
 
     agent: AgentConfig = AgentConfig()
     components: dict[str, ComponentConfig] = Field(default_factory=dict)
+    backup: BackupConfig | None = None
     source: Path | None = None
 
     def component(self, name: str) -> ComponentConfig:
@@ -275,7 +286,10 @@ def parse_config(
         else comp
         for name, comp in model.components.items()
     }
-    return model.model_copy(update={"agent": agent, "components": comps})
+    backup = model.backup
+    if backup is not None and not backup.dir.is_absolute():
+        backup = backup.model_copy(update={"dir": (base / backup.dir).resolve()})
+    return model.model_copy(update={"agent": agent, "components": comps, "backup": backup})
 
 
 def load_config(

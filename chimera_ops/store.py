@@ -66,6 +66,18 @@ CREATE TABLE IF NOT EXISTS audit (
     result TEXT,
     duration_s REAL
 );
+CREATE TABLE IF NOT EXISTS backups (
+    id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    verified_at REAL,
+    verified_ok INTEGER,
+    verify_detail TEXT,
+    deleted_at REAL
+);
 """
 
 
@@ -167,6 +179,11 @@ class Store:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The SQLite connection, for modules that own a table of their own (backup catalog)."""
+        return self._db
 
     # ----------------------------------------------------------------- events
     def add_event(

@@ -26,6 +26,8 @@ COMMANDS = {
     "halt-trading": "trading_cmd:halt_trading",
     "resume-trading": "trading_cmd:resume_trading",
     "trading-state": "trading_cmd:trading_state",
+    "backup": "backup_cmd:backup",
+    "restore": "backup_cmd:restore",
 }
 
 
