@@ -27,7 +27,13 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from chimera_ops.config_agent import AgentConfig, ApiConfig, IncidentsConfig, MetricsConfig
+from chimera_ops.config_agent import (
+    AgentConfig,
+    ApiConfig,
+    DockerConfig,
+    IncidentsConfig,
+    MetricsConfig,
+)
 from chimera_ops.config_backup import (
     BackupConfig,
     BackupPostgresConfig,
@@ -37,6 +43,7 @@ from chimera_ops.config_backup import (
 from chimera_ops.config_component import (
     BackoffConfig,
     ComponentConfig,
+    ComposeRef,
     CrashLoopConfig,
     LogsConfig,
     RestartConfig,
@@ -62,9 +69,11 @@ __all__ = [
     "BackupRedisConfig",
     "ChimeraConfig",
     "ComponentConfig",
+    "ComposeRef",
     "ConfigError",
     "ConfigIssue",
     "CrashLoopConfig",
+    "DockerConfig",
     "IncidentsConfig",
     "LogsConfig",
     "MetricsConfig",

@@ -49,6 +49,23 @@ class IncidentsConfig(StrictModel):
     tail_lines: int = Field(default=200, ge=0)
 
 
+class DockerConfig(StrictModel):
+    """The Docker engine of `runtime: docker` components. Unset `host`: `$DOCKER_HOST`, else
+    the default socket `unix:///var/run/docker.sock`."""
+
+    host: str | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("unix://", "tcp://", "ssh://", "npipe://")):
+            raise ValueError(
+                f"expected a Docker host URL (unix:///var/run/docker.sock, tcp://host:2375), "
+                f"got {value!r}"
+            )
+        return value
+
+
 class AgentConfig(StrictModel):
     """The agent's own settings."""
 
@@ -59,3 +76,4 @@ class AgentConfig(StrictModel):
     api: ApiConfig = ApiConfig()
     alerts: AlertsConfig = AlertsConfig()
     incidents: IncidentsConfig = IncidentsConfig()
+    docker: DockerConfig = DockerConfig()

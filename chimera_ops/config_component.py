@@ -64,11 +64,22 @@ class LogsConfig(StrictModel):
     keep: int = Field(default=5, ge=1)
 
 
+class ComposeRef(StrictModel):
+    """A compose service, found by the labels compose puts on its containers
+    (`com.docker.compose.project` / `com.docker.compose.service`)."""
+
+    project: str = Field(min_length=1)
+    service: str = Field(min_length=1)
+
+
 class ComponentConfig(StrictModel):
     """One component of the stack."""
 
     runtime: Literal["process", "docker", "external"]
     command: list[str] | None = None
+    # docker runtime: an existing container, by name (or id), or a compose service by labels.
+    container: str | None = Field(default=None, min_length=1)
+    compose: ComposeRef | None = None
     cwd: Path | None = None
     env: dict[str, str] = Field(default_factory=dict)
     depends_on: list[str] = Field(default_factory=list)
@@ -103,10 +114,41 @@ class ComponentConfig(StrictModel):
         if self.runtime == "process" and not self.command:
             raise ValueError("a 'process' component needs 'command' (an argv list)")
         if self.runtime == "docker":
-            raise ValueError(
-                "the docker runtime is not available yet; run the service as 'process' or watch "
-                "it as 'external' (with probes)"
-            )
+            self._docker_fields()
+        elif self.container is not None or self.compose is not None:
+            raise ValueError("'container' and 'compose' belong to 'runtime: docker' components")
         if self.runtime == "external" and self.command:
             raise ValueError("an 'external' component is watched, never started: remove 'command'")
+        if self.runtime != "docker":
+            for role in ("startup", "readiness", "liveness"):
+                probe = getattr(self, role)
+                if probe is not None and probe.kind == "docker_health":
+                    raise ValueError(
+                        f"{role}: 'docker_health' reads a container's HEALTHCHECK; it needs "
+                        "'runtime: docker'"
+                    )
         return self
+
+    def _docker_fields(self) -> None:
+        if self.container is not None and self.compose is not None:
+            raise ValueError(
+                "set one of 'container' (a container name) or 'compose' ({project, service}), "
+                "not both"
+            )
+        if self.container is None and self.compose is None:
+            raise ValueError(
+                "a 'docker' component needs 'container: NAME' or "
+                "'compose: {project: P, service: S}'"
+            )
+        if self.command:
+            raise ValueError(
+                "a 'docker' component runs its image's command (compose created the container): "
+                "remove 'command'"
+            )
+
+    @property
+    def container_ref(self) -> str:
+        """How the container is named in messages: `NAME` or `compose PROJECT/SERVICE`."""
+        if self.compose is not None:
+            return f"compose {self.compose.project}/{self.compose.service}"
+        return str(self.container)

@@ -7,6 +7,8 @@
 - `logs.txt`        the last N lines of each log file, read backwards from the end
 - `processes.json`  the process tree of each pid (recursive children) with rss, cpu, fds...
 - `stack.txt`       `py-spy dump` of each Python process (or why there is none)
+- extra parts a runtime hands over (a container: `docker_inspect.json`, `docker_top.json`);
+  a container's `logs.txt` is its `docker logs` tail, with Docker's timestamps
 
 The directory is written under a hidden temporary name and renamed, so a listed incident is
 complete. Every part is bounded in size and redacted (cmdlines, logs, reasons, probe data);
@@ -91,8 +93,14 @@ def capture_incident(
     log_files: list[Path],
     tail_lines: int = 200,
     stack_dump: bool = True,
+    log_text: str | None = None,
+    extra_parts: dict[str, str] | None = None,
 ) -> Path:
-    """Capture an incident into a new directory under `base_dir` and return its path."""
+    """Capture an incident into a new directory under `base_dir` and return its path.
+
+    `log_text` replaces the tail of `log_files` (logs that are not files: `docker logs`);
+    `extra_parts` are written as they are (name -> text), each capped and redacted.
+    """
     started = time.monotonic()
     now = datetime.now(UTC)
     # Private (0700 folders, 0600 files): cmdlines, logs and probe data may hold secrets
@@ -109,10 +117,15 @@ def capture_incident(
     # py-spy is the slow part; run it in parallel with reading logs.
     with ThreadPoolExecutor(max_workers=2) as pool:
         stack_future = pool.submit(_stack_text, processes, stack_dump)
-        logs = _guard(errors, "logs", lambda: tail_logs(log_files, tail_lines), "")
+        if log_text is not None:
+            logs = redact_text(log_text[-MAX_LOG_BYTES_PER_FILE:])
+        else:
+            logs = _guard(errors, "logs", lambda: tail_logs(log_files, tail_lines), "")
         stack = _guard(errors, "stack", stack_future.result, "")
     write_private_text(tmp / "logs.txt", logs)
     write_private_text(tmp / "stack.txt", stack)
+    for part, text in (extra_parts or {}).items():
+        write_private_text(tmp / _safe_name(part), redact_text(text[:MAX_LOG_BYTES_PER_FILE]))
     probes = _guard(errors, "probes", lambda: _bounded_probes(probe_history), [])
     _write_json(tmp / "probes.json", probes)
 
@@ -131,6 +144,7 @@ def capture_incident(
             "log_files": [str(p) for p in log_files[:MAX_LOG_FILES]],
             "probe_entries": len(probes),
             "stack_dump": stack_dump,
+            "parts": sorted(extra_parts or {}),
         },
         "errors": errors,
         "capture_seconds": round(time.monotonic() - started, 3),
@@ -150,6 +164,8 @@ async def async_capture_incident(
     log_files: list[Path],
     tail_lines: int = 200,
     stack_dump: bool = True,
+    log_text: str | None = None,
+    extra_parts: dict[str, str] | None = None,
 ) -> Path:
     """`capture_incident` in a worker thread, so the agent loop keeps ticking."""
     return await asyncio.to_thread(
@@ -162,6 +178,8 @@ async def async_capture_incident(
         log_files=log_files,
         tail_lines=tail_lines,
         stack_dump=stack_dump,
+        log_text=log_text,
+        extra_parts=extra_parts,
     )
 
 

@@ -22,11 +22,17 @@ class State(StrEnum):
 # The states in which the component's process exists (or, for external, is being watched).
 ALIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.UNHEALTHY, State.STOPPING})
 
+# Where a component that is up (running or unhealthy) may go, besides between those two.
+_LEAVING_UP = frozenset(
+    {State.STOPPING, State.EXITED, State.BACKOFF, State.FATAL, State.STOPPED, State.UNKNOWN}
+)
+
 # From -> allowed next states. Anything else is a bug in the caller, not an operator error.
+# `unknown` is reachable from every live state: a container's engine can vanish at any moment.
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.UNKNOWN: frozenset(State),
     State.STOPPED: frozenset(
-        {State.STARTING, State.FATAL, State.STOPPED, State.RUNNING, State.UNHEALTHY}
+        {State.STARTING, State.FATAL, State.STOPPED, State.RUNNING, State.UNHEALTHY, State.UNKNOWN}
     ),
     State.STARTING: frozenset(
         {
@@ -37,17 +43,18 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             State.EXITED,
             State.FATAL,
             State.STOPPED,  # an external component no longer watched
+            State.UNKNOWN,
         }
     ),
-    State.RUNNING: frozenset(
-        {State.UNHEALTHY, State.STOPPING, State.EXITED, State.BACKOFF, State.FATAL, State.STOPPED}
+    State.RUNNING: _LEAVING_UP | {State.UNHEALTHY},
+    State.UNHEALTHY: _LEAVING_UP | {State.RUNNING},
+    State.BACKOFF: frozenset({State.STARTING, State.STOPPED, State.FATAL, State.UNKNOWN}),
+    State.STOPPING: frozenset(
+        {State.STOPPED, State.EXITED, State.BACKOFF, State.FATAL, State.UNKNOWN}
     ),
-    State.UNHEALTHY: frozenset(
-        {State.RUNNING, State.STOPPING, State.EXITED, State.BACKOFF, State.FATAL, State.STOPPED}
+    State.EXITED: frozenset(
+        {State.STARTING, State.BACKOFF, State.STOPPED, State.FATAL, State.UNKNOWN}
     ),
-    State.BACKOFF: frozenset({State.STARTING, State.STOPPED, State.FATAL}),
-    State.STOPPING: frozenset({State.STOPPED, State.EXITED, State.BACKOFF, State.FATAL}),
-    State.EXITED: frozenset({State.STARTING, State.BACKOFF, State.STOPPED, State.FATAL}),
     State.FATAL: frozenset({State.STARTING, State.STOPPED}),
 }
 

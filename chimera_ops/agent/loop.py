@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -47,6 +47,9 @@ from chimera_ops.runtimes.process import ProcessRuntime
 from chimera_ops.runtimes.tree import kill_tree, live_agents, marker_value, pids_with_marker
 from chimera_ops.states import State, is_up
 from chimera_ops.store import Store
+
+if TYPE_CHECKING:
+    from chimera_ops.docker.engine import DockerEngine
 
 log = logging.getLogger("chimera_ops.agent")
 
@@ -90,6 +93,7 @@ class Agent:
         self._api_exit = asyncio.Event()  # tells the uvicorn servers to stop
         self.watcher: Watcher | None = None
         self.alerts: AlertSink | None = None
+        self.docker: DockerEngine | None = None  # made only when a docker component exists
 
     # ----------------------------------------------------------------- setup
     def _runtime_for(self, name: str) -> Runtime:
@@ -99,7 +103,48 @@ class Agent:
             return ProcessRuntime(name, component, log_dir(self.state_dir), marker)
         if component.runtime == "external":
             return ExternalRuntime()
+        if component.runtime == "docker":
+            # Imported here only: a process-only agent never loads the docker SDK (idle RSS).
+            from chimera_ops.runtimes.docker import DockerRuntime
+
+            return DockerRuntime(name, component, self._docker_engine())
         raise NotImplementedError(f"runtime {component.runtime!r} is not available yet")
+
+    def _docker_engine(self) -> DockerEngine:
+        if self.docker is None:
+            from chimera_ops.docker.engine import DockerEngine, resolve_host
+
+            self.docker = DockerEngine(resolve_host(self.config.agent.docker.host))
+            self.docker.on_status(self._docker_status)
+        return self.docker
+
+    def _docker_status(self, reachable: bool, reason: str) -> None:
+        """The engine came or went: an event, a metric, and an alert while it is gone (each
+        docker component also goes `unknown` with the reason, and alerts on its own)."""
+        self.metrics.set_gauge("docker_engine_up", 1.0 if reachable else 0.0)
+        if self.store is not None:
+            self.store.add_event("docker_engine", reason, data={"reachable": reachable})
+        if self.watcher is None or self.alerts is None:
+            return
+        key = "docker:engine"
+        if not reachable:
+            self.watcher.active[key] = "critical"
+            self.alerts.fire_background(key, "docker", "critical", reason, {})
+        elif self.watcher.active.pop(key, None) is not None:
+            self.watcher._resolve(key, reason)
+
+    def _attach_container_memory(self) -> None:
+        """A docker component's memory monitor reads the container's cgroup (usage and its
+        own limit), not the RSS of a process tree."""
+        if self.watcher is None:
+            return
+        for name, unit in self.units.items():
+            memory = getattr(unit.runtime, "memory", None)
+            if memory is None:
+                continue
+            for entry in self.watcher.scheduled.get(name, []):
+                if entry.monitor.name == "memory":
+                    entry.monitor.source = memory  # type: ignore[attr-defined]
 
     def _end_leftovers(self, store: Store) -> None:
         """End what an earlier agent on this state_dir left behind; never run a second copy.
@@ -272,6 +317,9 @@ class Agent:
             self.watcher = Watcher(
                 self.config, self.units, store, self.metrics, self.alerts, self.wake
             )
+            self._attach_container_memory()
+            if self.docker is not None:
+                self.docker.start()
             store.add_event(
                 "agent_started",
                 f"agent {__version__} pid {os.getpid()} on {self.state_dir}",
@@ -298,6 +346,8 @@ class Agent:
                 await self.alerts.aclose()
             if self.guard is not None:
                 self.guard.close()
+            if self.docker is not None:
+                self.docker.close()
             if registered is not None:
                 registry.unregister(registered, os.getpid())
             socket_path(self.state_dir).unlink(missing_ok=True)
@@ -392,6 +442,8 @@ class Agent:
             log_files=unit.runtime.log_files(),
             tail_lines=settings.tail_lines,
             stack_dump=settings.stack_dump,
+            log_text=await unit.runtime.log_text(settings.tail_lines),
+            extra_parts=await unit.runtime.incident_parts(),
         )
         assert self.store is not None
         self.store.add_event(
@@ -404,10 +456,22 @@ class Agent:
     def _state_changed(self, unit: Unit, old: State, new: State, reason: str) -> None:
         if self.watcher is not None:
             self.watcher.state_changed(unit, old, new, reason)
+            if new is State.UNKNOWN and self.alerts is not None:
+                # Cannot be seen (engine gone, no such container): that is an alert too; it
+                # resolves when the component runs again.
+                key = f"{unit.name}:state"
+                self.watcher.active[key] = "critical"
+                self.alerts.fire_background(
+                    key, unit.name, "critical", f"{unit.name} is unknown: {reason}", {}
+                )
 
     async def _stop_all(self, reason: str) -> None:
         for name in reversed(self.order):
-            await self.units[name].stop(reason)
+            unit = self.units[name]
+            if unit.runtime.survives_agent:
+                await unit.release(reason)  # a container outlives the agent: adopted next time
+            else:
+                await unit.stop(reason)
 
     # ----------------------------------------------------------------- API helpers
     def unit(self, name: str) -> Unit:
@@ -430,8 +494,17 @@ class Agent:
         """The stable status document (docs/status-json.md)."""
         now = time.time()
         components = []
-        roots = {n: u.runtime.pid for n, u in self.units.items() if u.runtime.pid}
-        rss = tree_rss(roots) if roots else {}
+        roots = {
+            n: u.runtime.pid
+            for n, u in self.units.items()
+            if u.runtime.pid and u.runtime.owns_children
+        }
+        rss: dict[str, int | None] = dict(tree_rss(roots)) if roots else {}
+        for name, unit in self.units.items():
+            memory = getattr(unit.runtime, "memory", None)
+            if memory is not None:  # a container: its cgroup's working set, not a pid tree
+                sample = memory()
+                rss[name] = sample.usage if sample is not None else None
         for name in self.order:
             unit = self.units[name]
             snap = unit.snapshot(now)

@@ -64,6 +64,9 @@ METRICS: tuple[MetricSpec, ...] = (
         "backup_last_success_timestamp_seconds", Gauge, "Time of the last verified backup", ()
     ),
     MetricSpec("agent_tick_lag_seconds", Gauge, "How late the last agent tick started", ()),
+    MetricSpec(
+        "docker_engine_up", Gauge, "1 when the Docker engine of docker components answers", ()
+    ),
 )
 
 

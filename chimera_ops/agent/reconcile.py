@@ -25,6 +25,7 @@ ActionKind = Literal[
     "fatal",
     "exited",  # ended and the policy says leave it
     "reset_failures",  # stable long enough: forget earlier crashes
+    "mark_unknown",  # the runtime cannot see it (Docker engine unreachable, no such container)
 ]
 
 
@@ -69,6 +70,7 @@ class UnitView:
     monitor_restart: str | None = None  # a monitor asks for a restart (memory, cpu)
     kill_in_progress: bool = False  # the agent is already ending it; wait for the exit
     kill_reason: str | None = None  # why the agent is ending it (the exit's cause)
+    unavailable: str | None = None  # why the runtime cannot see it now (None: it can)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -93,6 +95,21 @@ def _exit_action(view: UnitView, exit_info: ExitInfo) -> Action:
         what = f"{what}, ended by the agent: {view.kill_reason}"
     if exit_info.expected:
         return Action("exited", f"stopped by the agent ({what})", exit=what)
+    if exit_info.restarted_by:
+        # Docker brings it back by itself: record that restart (it counts for the crash loop),
+        # never race it with a start of our own.
+        recent = restarts_in_window(view.restart_times, view.now, view.crash_loop.window)
+        if recent >= view.crash_loop.max_restarts:
+            return Action(
+                "fatal",
+                f"crash loop: {what} after {recent} restarts within "
+                f"{view.crash_loop.window:g}s (restarted by {exit_info.restarted_by}); "
+                "stopped, no more restarts until an operator starts it",
+                exit=what,
+            )
+        return Action(
+            "backoff", f"{what}; restarted by {exit_info.restarted_by}, not by the agent", exit=what
+        )
     wants_restart = view.policy == "always" or (view.policy == "on-failure" and not exit_info.clean)
     if not wants_restart:
         return Action(
@@ -123,6 +140,17 @@ def decide(view: UnitView) -> Action:
 
     if not view.managed:
         return _decide_external(view)
+
+    if view.unavailable is not None:
+        if view.state is State.UNKNOWN:
+            return NOTHING
+        return Action("mark_unknown", view.unavailable)
+    if (
+        view.state is State.UNKNOWN
+        and view.backoff_until is not None
+        and view.now < view.backoff_until
+    ):
+        return NOTHING  # looked a moment ago (no such container): look again later
 
     if view.pending_exit is not None and view.state in (
         State.STARTING,
@@ -177,6 +205,61 @@ def decide(view: UnitView) -> Action:
                 "reset_failures", f"stable for {view.backoff.reset_after:g}s; backoff reset"
             )
     return NOTHING
+
+
+def container_exit_cause(
+    exit_code: int | None,
+    oom_killed: bool,
+    oom_event: bool,
+    oom_kills_delta: int | None,
+    limit_bytes: int | None,
+) -> str:
+    """The proven cause of a container's exit, or "" when the exit code says it all.
+
+    `State.OOMKilled` alone is unreliable (cgroup v2 and current kernels miss it) and exit code
+    137 is any SIGKILL (`docker kill -s KILL` too), so an OOM kill needs evidence from the
+    kernel or the engine: the cgroup's `oom_kill` counter went up during this run, Docker's
+    `oom` event came, or `OOMKilled` is set. With evidence and a SIGKILL exit (137), the main
+    process was OOM-killed; with evidence and another exit, a process inside was.
+    """
+    from chimera_ops.units import format_size
+
+    evidence = oom_killed or oom_event or bool(oom_kills_delta and oom_kills_delta > 0)
+    if not evidence:
+        return ""
+    at = f" at limit {format_size(limit_bytes)}" if limit_bytes else ""
+    if exit_code == 137:
+        return f"OOM-killed{at} (exit code 137)"
+    return f"exit code {exit_code} after an OOM kill inside the container{at}"
+
+
+def docker_restarts(
+    policy: str,
+    max_retries: int,
+    restart_count: int,
+    exit_code: int | None,
+    stopped_by_agent: bool,
+    restarting: bool,
+) -> str:
+    """Who restarts a container that just died: "Docker (restart policy 'X')" or "".
+
+    Docker's restart manager restarts a container that died on its own under `always` and
+    `unless-stopped`, and under `on-failure` when the exit code is not 0 and fewer than
+    `max_retries` restarts were made (0: no limit). It never restarts one stopped through the
+    API (the agent's own `docker stop`). `restarting` is what the engine itself says
+    (`State.Restarting`): when it is set, Docker restarts it whatever the policy looks like.
+    """
+    label = f"Docker (restart policy '{policy}')"
+    if stopped_by_agent:
+        return ""
+    if restarting:
+        return label
+    if policy in ("always", "unless-stopped"):
+        return label
+    failed = exit_code not in (0, None)
+    if policy == "on-failure" and failed and (max_retries == 0 or restart_count < max_retries):
+        return label
+    return ""
 
 
 def _decide_external(view: UnitView) -> Action:

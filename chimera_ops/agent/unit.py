@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chimera_ops.agent.reconcile import Action, UnitView
 from chimera_ops.agent.wake import Wake
@@ -20,11 +20,16 @@ from chimera_ops.config import ComponentConfig
 from chimera_ops.probes.base import Probe, ProbeResult
 from chimera_ops.probes.factory import build_probe
 from chimera_ops.probes.health import ROLES, ProbeTracker
-from chimera_ops.runtimes.base import ExitInfo, Runtime, StartError
+from chimera_ops.runtimes.base import ExitInfo, Runtime, RuntimeUnavailable, StartError
 from chimera_ops.states import State, check_transition
 from chimera_ops.store import ChildRecord, Counters, Store
 
+if TYPE_CHECKING:
+    from chimera_ops.probes.docker_health import HealthSource
+
 log = logging.getLogger("chimera_ops.agent")
+
+UNKNOWN_RETRY = 5.0  # a component that cannot be found (no such container) is looked for again
 
 EventHook = Callable[["Unit", State, State, str], None]
 KillHook = Callable[["Unit", str], Awaitable[None]]
@@ -75,11 +80,17 @@ class Unit:
                         probe_config,
                         pid_provider=lambda: self.runtime.pid,
                         env={**os.environ, **config.env},
+                        health_source=self._health_source,
                     ),
                 )
         # Steps of a stop (signal sent, grace over, SIGKILL) are events: the freeze path is
         # visible in `chimera-ops events`, not only in the component's log.
         self.runtime.report = self._record_step
+        # A container's runtime tells of health changes and of its engine coming and going.
+        if hasattr(self.runtime, "on_health"):
+            self.runtime.on_health = self._health_event
+        if hasattr(self.runtime, "on_change"):
+            self.runtime.on_change = self._wake.set
         if self.counters.fatal_reason:
             self.state = State.FATAL
             self.reason = self.counters.fatal_reason
@@ -89,6 +100,24 @@ class Unit:
     def _record_step(self, kind: str, text: str) -> None:
         self.store.add_event(kind, text, component=self.name)
         log.info("%s: %s", self.name, text)
+
+    def _health_source(self) -> HealthSource | None:
+        """The docker runtime, while its container runs (what docker_health reads)."""
+        if not hasattr(self.runtime, "health") or not self.runtime.pid:
+            return None
+        return cast("HealthSource", self.runtime)
+
+    def _health_event(self, status: str) -> None:
+        """Docker reported a HEALTHCHECK change: run the docker_health probes now, not at their
+        next period (this is how `unhealthy` is acted on within milliseconds)."""
+        now = time.time()
+        for role, (tracker, probe) in self.probes.items():
+            if probe.kind == "docker_health":
+                tracker.run_now(now)
+                self.store.add_event(
+                    "docker_health", f"Docker: {status}", component=self.name, data={"role": role}
+                )
+        self._wake.set()
 
     @property
     def managed(self) -> bool:
@@ -161,6 +190,7 @@ class Unit:
             monitor_restart=self.monitor_restart,
             kill_in_progress=self._kill_reason is not None,
             kill_reason=self._kill_reason,
+            unavailable=self.runtime.unavailable,
         )
 
     def _restart_times(self, now: float) -> tuple[float, ...]:
@@ -214,7 +244,7 @@ class Unit:
     def next_due(self, now: float) -> float | None:
         """The earliest wall time this unit needs the loop: backoff end, a probe, a backoff reset."""
         times: list[float] = []
-        if self.state is State.BACKOFF and self.backoff_until is not None:
+        if self.state in (State.BACKOFF, State.UNKNOWN) and self.backoff_until is not None:
             times.append(self.backoff_until)
         if (
             self.counters.consecutive_failures > 0
@@ -265,6 +295,7 @@ class Unit:
             self.backoff_until = now + action.delay
             self.set_state(State.BACKOFF, action.reason, data=self._exit_data(action))
         elif kind == "fatal":
+            stop_docker = bool(self.pending_exit and self.pending_exit.restarted_by)
             exit_at = self._clear_exit()
             self._save_counters(
                 fatal_reason=action.reason,
@@ -273,6 +304,9 @@ class Unit:
                 last_exit_at=exit_at,
             )
             self.set_state(State.FATAL, self._with_log(action.reason), data=self._exit_data(action))
+            if stop_docker:
+                # Docker would go on restarting it: fatal means no more restarts by anyone.
+                self._stop_task = asyncio.create_task(self.runtime.stop())
         elif kind == "exited":
             exit_at = self._clear_exit()
             self._save_counters(last_exit=action.exit or action.reason, last_exit_at=exit_at)
@@ -280,6 +314,10 @@ class Unit:
         elif kind == "reset_failures":
             self._save_counters(consecutive_failures=0)
             self.store.add_event("backoff_reset", action.reason, component=self.name)
+        elif kind == "mark_unknown":
+            self._forget_run()
+            self.backoff_until = None  # look again as soon as the engine answers
+            self.set_state(State.UNKNOWN, action.reason)
 
     @property
     def log_file(self) -> str | None:
@@ -297,6 +335,17 @@ class Unit:
             data["delay_s"] = action.delay
         return data
 
+    def _forget_run(self) -> None:
+        """The run being followed can no longer be seen (its engine is gone): stop waiting for
+        its exit; the next start finds out what became of it."""
+        if self._exit_task is not None:
+            self._exit_task.cancel()
+            self._exit_task = None
+        self.pending_exit = None
+        self._kill_reason = None
+        self.started_at = None
+        self.monitor_restart = None
+
     def _clear_exit(self) -> float | None:
         """Forget the exit just handled; returns when it happened."""
         exit_at = self.pending_exit.at if self.pending_exit is not None else None
@@ -313,15 +362,21 @@ class Unit:
         for task in self._probe_tasks.values():
             task.cancel()
         self._probe_tasks.clear()
-        for tracker, _ in self.probes.values():
-            # An external component was not started by the agent: it should already answer.
-            tracker.start(now, grace=self.managed)
         if not self.managed:
+            for tracker, _ in self.probes.values():
+                # An external component was not started by the agent: it should already answer.
+                tracker.start(now, grace=False)
             self.started_at = now
             self.set_state(State.STARTING, reason)
             return
         try:
             pid = await self.runtime.start()
+        except RuntimeUnavailable as exc:
+            # Not there (yet): `unknown` with the reason and an alert, never fatal; looked for
+            # again after a moment.
+            self.backoff_until = time.time() + UNKNOWN_RETRY
+            self.set_state(State.UNKNOWN, str(exc))
+            return
         except StartError as exc:
             message = f"cannot start: {exc}"
             self._save_counters(
@@ -329,12 +384,17 @@ class Unit:
             )
             self.set_state(State.FATAL, message)
             return
+        now = time.time()  # a container start can take a while (Docker's own restart delay)
+        grace = self.runtime.start_grace()
+        for tracker, _ in self.probes.values():
+            tracker.start(now, grace=True, start_period=grace)
         self.started_at = now
         self.backoff_until = None
         create_time = getattr(self.runtime, "create_time", None) or now
-        if pid:
+        if pid and self.runtime.owns_children:
             self.store.set_child(ChildRecord(self.name, pid, create_time, os.getpid(), now))
-        self.set_state(State.STARTING, f"{reason}; pid {pid}")
+        how = getattr(self.runtime, "last_start", "")
+        self.set_state(State.STARTING, f"{reason}; {how + ', ' if how else ''}pid {pid}")
         self._exit_task = asyncio.create_task(self._watch_exit())
 
     async def _watch_exit(self) -> None:
@@ -393,6 +453,16 @@ class Unit:
             self._clear_exit()
             self.set_state(State.STOPPED, reason)
 
+    async def release(self, reason: str) -> None:
+        """Agent shutdown for a component that outlives the agent (a container): stop watching
+        it, leave it running. A restarted agent adopts it."""
+        async with self._busy:
+            self._forget_run()
+            if self.state is not State.STOPPED:
+                self.set_state(
+                    State.STOPPED, f"no longer watched ({reason}); the container keeps running"
+                )
+
     async def start(self, reason: str) -> None:
         """Operator start: clears fatal and crash counters; reconcile does the rest."""
         async with self._busy:
@@ -432,4 +502,5 @@ class Unit:
             "ready": self.ready,
             "depends_on": list(self.config.depends_on),
             "health": health,
+            **({"docker": details} if (details := self.runtime.details()) else {}),
         }

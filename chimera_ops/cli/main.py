@@ -23,6 +23,7 @@ COMMANDS = {
     "probe": "probe:probe",
     "doctor": "doctor_cmd:doctor",
     "incidents": "incidents_cmd:incidents",
+    "init": "init_cmd:init",
     "halt-trading": "trading_cmd:halt_trading",
     "resume-trading": "trading_cmd:resume_trading",
     "trading-state": "trading_cmd:trading_state",

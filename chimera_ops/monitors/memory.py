@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -17,6 +18,12 @@ from chimera_ops.monitors.slope import Trend, analyse
 from chimera_ops.monitors.spec import MemoryMonitorConfig
 from chimera_ops.monitors.tree import tree_identity, tree_processes
 from chimera_ops.units import format_duration, format_size
+
+if TYPE_CHECKING:
+    from chimera_ops.docker.cgroup import CgroupMemory
+
+MemorySource = Callable[[], "CgroupMemory | None"]
+"""A container's cgroup reading (blocking): usage, its own limit, the oom_kill counter."""
 
 
 def tree_memory(pid: int | list[int]) -> tuple[int, int | None, int]:
@@ -48,9 +55,15 @@ def tree_memory(pid: int | list[int]) -> tuple[int, int | None, int]:
 
 
 class MemoryMonitor(Monitor):
-    """RSS of a component's tree against `limit`, plus leak slope and forecast."""
+    """RSS of a component's tree against `limit`, plus leak slope and forecast.
+
+    With a `source` (a container's cgroup), the sample is the cgroup's working set instead,
+    and the leak forecast is against the lower of `limit` and the container's own limit (the
+    kernel OOM-kills it there, whatever the config says).
+    """
 
     name = "memory"
+    source: MemorySource | None = None
 
     def __init__(self, component: str, config: MemoryMonitorConfig) -> None:
         super().__init__(component)
@@ -60,6 +73,14 @@ class MemoryMonitor(Monitor):
         self.trend: Trend | None = None
         self.last: dict[str, Any] = {}
         self._identity: frozenset[tuple[int, float]] | None = None
+        self.container_limit: int | None = None
+
+    @property
+    def forecast_limit(self) -> int:
+        """The limit the leak is forecast against."""
+        if self.container_limit is not None:
+            return min(self.config.limit, self.container_limit)
+        return self.config.limit
 
     # -- pure part -----------------------------------------------------------------------
     def reset(self) -> None:
@@ -106,7 +127,7 @@ class MemoryMonitor(Monitor):
 
     def _leak_finding(self) -> Finding:
         leak = self.config.leak
-        self.trend = trend = analyse(list(self.samples), limit=self.config.limit)
+        self.trend = trend = analyse(list(self.samples), limit=self.forecast_limit)
         if trend is None or trend.n < leak.min_samples or trend.span_s < leak.min_span:
             n = trend.n if trend else len(self.samples)
             return self.finding("leak", "ok", f"collecting samples ({n} so far)")
@@ -127,7 +148,7 @@ class MemoryMonitor(Monitor):
             return self.finding(
                 "leak",
                 "warning",
-                f"memory leak suspected: +{rate}, limit {format_size(self.config.limit)} "
+                f"memory leak suspected: +{rate}, limit {format_size(self.forecast_limit)} "
                 f"in ~{format_duration(trend.forecast_s)}",
                 values,
             )
@@ -145,6 +166,8 @@ class MemoryMonitor(Monitor):
             self.reset()
             self._identity = None
             return []
+        if self.source is not None:
+            return await self._observe_cgroup(pids, now)
         identity, rss, pss, n = await asyncio.to_thread(self._sample, pids)
         if n == 0:
             return []
@@ -153,6 +176,27 @@ class MemoryMonitor(Monitor):
             self._identity = identity
         self.last = {"rss_bytes": rss, "pss_bytes": pss, "processes": n, "at": now}
         self.feed(now, rss)
+        return self.evaluate()
+
+    async def _observe_cgroup(self, pids: list[int], now: float) -> list[Finding]:
+        assert self.source is not None
+        sample = await asyncio.to_thread(self.source)
+        if sample is None:
+            return []
+        identity = frozenset(tree_identity(pids[:1]))  # the container's main process: its run
+        if identity != self._identity:
+            self.reset()
+            self._identity = identity
+        self.container_limit = sample.limit
+        self.last = {
+            "rss_bytes": sample.usage,
+            "pss_bytes": None,
+            "cgroup": f"v{sample.version} {sample.path}",
+            "container_limit_bytes": sample.limit,
+            "oom_kills": sample.oom_kills,
+            "at": now,
+        }
+        self.feed(now, sample.usage)
         return self.evaluate()
 
     def slope_significant(self) -> bool:

@@ -13,6 +13,7 @@ _WHERE = {
     "build_probe": "factory",
     "Probe": "base",
     "ProbeResult": "base",
+    "DockerHealthProbe": "docker_health",
     "ExecProbe": "exec",
     "HttpProbe": "http",
     "PostgresProbe": "postgres",

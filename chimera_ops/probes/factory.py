@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from chimera_ops.probes.base import Probe
 from chimera_ops.probes.spec import ProbeConfig
 
 if TYPE_CHECKING:
+    from chimera_ops.probes.docker_health import HealthSource
     from chimera_ops.probes.process import PidProvider
 
 
@@ -18,10 +19,12 @@ def build_probe(
     *,
     pid_provider: PidProvider | None = None,
     env: Mapping[str, str] | None = None,
+    health_source: Callable[[], HealthSource | None] | None = None,
 ) -> Probe:
     """Build the probe of `config.kind` with `config.timeout`.
 
-    `pid_provider` feeds the process probe (the runtime's current pid); `env` resolves the
+    `pid_provider` feeds the process probe (the runtime's current pid), `health_source` the
+    docker_health probe (the docker runtime); `env` resolves the
     `*_env` fields (default: os.environ, read at check time so a changed secret is picked up).
     """
     env = env if env is not None else os.environ
@@ -56,4 +59,8 @@ def build_probe(
         from chimera_ops.probes.process import ProcessProbe
 
         return ProcessProbe(config.process, timeout, pid_provider)
+    if config.docker_health is not None:
+        from chimera_ops.probes.docker_health import DockerHealthProbe
+
+        return DockerHealthProbe(config.docker_health, timeout, health_source)
     raise ValueError(f"unknown probe kind in {config!r}")  # pragma: no cover - validated

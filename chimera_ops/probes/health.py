@@ -78,9 +78,11 @@ class ProbeTracker:
     _fast: bool = field(default=False, init=False)  # still at the fast cadence
     _interval: float = field(default=0.0, init=False)  # the next fast interval
     _fast_runs: int = field(default=0, init=False)  # runs at the fast cadence so far
+    _start_period_now: float = field(default=DEFAULT_START_PERIOD, init=False)
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.history_size)
+        self._start_period_now = self.start_period
 
     @classmethod
     def from_config(
@@ -102,19 +104,25 @@ class ProbeTracker:
         return tracker
 
     # ----------------------------------------------------------------- incarnations
-    def start(self, now: float, grace: bool = True) -> int:
+    def start(self, now: float, grace: bool = True, start_period: float | None = None) -> int:
         """The component (re)started at `now`: a new incarnation, no verdict yet, initial_delay
         again, fast cadence and start grace again. Returns the new incarnation.
 
         ``grace=False`` for a component the agent did not start (an external database being
         watched): it should already answer, so its failures count from the first.
+        ``start_period`` replaces the configured one for this incarnation only (a container's
+        own HEALTHCHECK start_period: a slow starter Docker still calls `starting` is left alone).
         History is kept on purpose: it is what an incident capture wants to show.
         """
+        if start_period is not None:
+            self._start_period_now = start_period
+        else:
+            self._start_period_now = self.start_period
         self.incarnation += 1
         self._started_at = now
         self._next_due = now + self.initial_delay
         self._succeeded = False
-        self._grace = grace and self.start_period > 0
+        self._grace = grace and self._start_period_now > 0
         self._fast = self.start_interval is not None and self.start_interval < self.period
         self._interval = self.start_interval or self.period
         self._fast_runs = 0
@@ -130,7 +138,12 @@ class ProbeTracker:
         within `start_period` of the start)."""
         if not self._grace or self._succeeded or self._started_at is None:
             return False
-        return now - self._started_at < self.start_period
+        return now - self._started_at < self._start_period_now
+
+    def run_now(self, now: float) -> None:
+        """Make the probe due at once (Docker just reported a health change)."""
+        if self._next_due is not None:
+            self._next_due = min(self._next_due, now)
 
     # ----------------------------------------------------------------- scheduling
     def due(self, now: float) -> bool:

@@ -125,13 +125,32 @@ class ProcessProbeSpec(StrictModel):
         return {"pid_file": value} if isinstance(value, str) else value
 
 
+class DockerHealthProbeSpec(StrictModel):
+    """The container's own HEALTHCHECK status as Docker reports it (`healthy` passes;
+    `unhealthy` fails; `starting` fails, inside the container's own start grace).
+
+    Docker has already applied the healthcheck's `retries`, so this probe's
+    `failure_threshold` defaults to 1: one `unhealthy` from Docker is a verdict.
+    """
+
+
 DEFAULT_START_PERIOD = 30.0
 """Seconds after a (re)start during which a probe's failures do not count until it first passes
 (Docker's `start_period`); a startup probe's default is its Kubernetes budget instead."""
 DEFAULT_START_INTERVAL = 0.1
 """Seconds between runs until the first verdict after a (re)start (Docker's `start_interval`)."""
 
-PROBE_KINDS = ("http", "tcp", "exec", "postgres", "redis", "rabbitmq", "process")
+PROBE_KINDS = (
+    "http",
+    "tcp",
+    "exec",
+    "postgres",
+    "redis",
+    "rabbitmq",
+    "process",
+    "docker_health",
+)
+_FLAG_KINDS = ("process", "docker_health")  # kinds with nothing to configure: `{kind: {}}`
 
 
 class ProbeConfig(StrictModel):
@@ -144,6 +163,7 @@ class ProbeConfig(StrictModel):
     redis: RedisProbeSpec | None = None
     rabbitmq: RabbitmqProbeSpec | None = None
     process: ProcessProbeSpec | None = None
+    docker_health: DockerHealthProbeSpec | None = None
 
     period: Duration = 10.0
     timeout: Duration = 1.0
@@ -165,8 +185,14 @@ class ProbeConfig(StrictModel):
     @classmethod
     def _process_flag(cls, value: Any) -> Any:
         # `{process: {}}` / `{process: true}` must survive as "set" even though empty.
-        if isinstance(value, dict) and "process" in value and value["process"] in (None, True):
-            value = {**value, "process": {}}
+        if not isinstance(value, dict):
+            return value
+        for kind in _FLAG_KINDS:
+            if kind in value and value[kind] in (None, True):
+                value = {**value, kind: {}}
+        if "docker_health" in value and "failure_threshold" not in value:
+            # Docker counted the healthcheck's retries already: its `unhealthy` is a verdict.
+            value = {**value, "failure_threshold": 1}
         return value
 
     @model_validator(mode="after")

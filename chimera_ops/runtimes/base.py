@@ -17,6 +17,10 @@ class ExitInfo:
     at: float
     expected: bool  # the agent asked it to stop
     stderr_tail: str = ""  # the child's last stderr line (capped, redacted): why it ended
+    cause: str = ""  # a proven cause that replaces the code ("OOM-killed at limit 64 MiB")
+    # Who brings it back by itself, when not the agent ("Docker (restart policy 'always')"):
+    # the agent then records that restart instead of racing it with its own.
+    restarted_by: str = ""
 
     @property
     def clean(self) -> bool:
@@ -24,9 +28,11 @@ class ExitInfo:
         return self.code == 0 or self.expected
 
     def describe(self) -> str:
-        """`exit code 1`, `killed by SIGKILL`."""
+        """`exit code 1`, `killed by SIGKILL`, or the proven cause (`OOM-killed at limit ...`)."""
         import signal as _signal
 
+        if self.cause:
+            return self.cause
         if self.signal is not None:
             try:
                 name = _signal.Signals(self.signal).name
@@ -51,6 +57,11 @@ recorded by the agent as an event of that kind."""
 
 class StartError(Exception):
     """The component could not be started at all (missing executable, bad cwd...)."""
+
+
+class RuntimeUnavailable(Exception):
+    """The component cannot be seen right now (its Docker engine does not answer, its container
+    does not exist): the component is `unknown`, not `fatal`, and the agent looks again."""
 
 
 class Runtime(ABC):
@@ -91,3 +102,38 @@ class Runtime(ABC):
     def manages_process(self) -> bool:
         """False for components the agent only watches."""
         return True
+
+    @property
+    def owns_children(self) -> bool:
+        """True when the component's processes are the agent's children (recorded in the store
+        so that a restarted agent ends them). Containers are not: they are adopted."""
+        return self.manages_process
+
+    @property
+    def survives_agent(self) -> bool:
+        """True when the component keeps running after the agent stops (a container): agent
+        shutdown stops watching it instead of stopping it."""
+        return False
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the component cannot be seen right now (None: it can)."""
+        return None
+
+    async def log_text(self, lines: int) -> str | None:
+        """The last `lines` of the component's logs when they are not files (container logs);
+        None: read `log_files()`."""
+        return None
+
+    async def incident_parts(self) -> dict[str, str]:
+        """Extra files for an incident capture (name -> text), e.g. `docker inspect`."""
+        return {}
+
+    def start_grace(self) -> float | None:
+        """The component's own start grace in seconds (a container HEALTHCHECK's start_period
+        left at this start), used as its probes' start_period. None: the probes' own."""
+        return None
+
+    def details(self) -> dict[str, object] | None:
+        """Runtime-specific status fields (container id, restart policy, who restarted it)."""
+        return None
