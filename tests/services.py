@@ -172,8 +172,9 @@ class PrivateRedis:
 
 
 @contextmanager
-def private_redis(maxclients: int = 10000) -> Iterator[PrivateRedis]:
-    """Start a private redis-server (no persistence) and stop it afterwards."""
+def private_redis(maxclients: int = 10000, directory: Path | None = None) -> Iterator[PrivateRedis]:
+    """Start a private redis-server (no automatic saves; BGSAVE writes into `directory`, when
+    given) and stop it afterwards."""
     port = free_port()
     args = [
         "redis-server",
@@ -188,6 +189,8 @@ def private_redis(maxclients: int = 10000) -> Iterator[PrivateRedis]:
         "--maxclients",
         str(maxclients),
     ]
+    if directory is not None:
+        args += ["--dir", str(directory)]
     instance = PrivateRedis(port=port, process=None, args=args)
     instance.start()
     try:

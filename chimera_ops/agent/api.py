@@ -84,6 +84,10 @@ def build_app(agent: Agent, tcp: bool = False) -> Starlette:
         if agent.watcher is not None:
             # Sampled per scrape, not on a timer: an unscraped agent does no /proc walks.
             await agent.watcher.sample_rss()
+        if agent.store is not None and agent.config.backup is not None:
+            from chimera_ops.agent.backup_metrics import export_backup_figures
+
+            export_backup_figures(agent.config, agent.store, agent.metrics)
         return Response(agent.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def events(request: Request) -> Response:

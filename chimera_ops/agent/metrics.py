@@ -60,9 +60,25 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("pool_usage_ratio", Gauge, "Used / capacity of a pool", ("component", "pool")),
     MetricSpec("disk_free_ratio", Gauge, "Free / total space of a watched directory", ("path",)),
     MetricSpec("trading_halted", Gauge, "1 when the engine reports trading halted", ("component",)),
+    # Backups (only with a `backup:` section; from the store's catalog, per scrape).
     MetricSpec(
-        "backup_last_success_timestamp_seconds", Gauge, "Time of the last verified backup", ()
+        "backup_last_success_timestamp_seconds",
+        Gauge,
+        "When the newest backup set was finished",
+        ("dir",),
     ),
+    MetricSpec("backup_size_bytes", Gauge, "Size of the newest backup set", ("dir",)),
+    MetricSpec("backup_duration_seconds", Gauge, "How long the newest backup set took", ("dir",)),
+    MetricSpec(
+        "backup_last_verified_timestamp_seconds",
+        Gauge,
+        "When a set last restored as recorded (`backup verify`)",
+        ("dir",),
+    ),
+    MetricSpec(
+        "backup_first_timestamp_seconds", Gauge, "When the first backup set was taken", ("dir",)
+    ),
+    MetricSpec("backup_sets", Gauge, "Backup sets in the catalog", ("dir",)),
     MetricSpec("agent_tick_lag_seconds", Gauge, "How late the last agent tick started", ()),
     MetricSpec(
         "docker_engine_up", Gauge, "1 when the Docker engine of docker components answers", ()

@@ -21,7 +21,12 @@ from chimera_ops.agent.metrics import METRICS
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
+# The backup rules' windows are days long: their cases run at a coarser evaluation interval.
+BACKUP_RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts_backup_test.yml"
+ALL_RULE_TESTS = (RULE_TESTS, BACKUP_RULE_TESTS)
 RUNBOOKS = {
+    "backup-failure",
+    "data-restore",
     "server-freeze",
     "db-connection-failure",
     "redis-pool-exhaustion",
@@ -51,7 +56,7 @@ def test_promtool_check_rules() -> None:
 
 
 def test_promtool_unit_tests() -> None:
-    done = run("test", "rules", str(RULE_TESTS))
+    done = run("test", "rules", *map(str, ALL_RULE_TESTS))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
@@ -103,10 +108,10 @@ def rules() -> list[dict[str, Any]]:
 
 def rule_cases() -> list[tuple[str, float, list[Any]]]:
     """(alertname, eval time in seconds, expected alerts) of every promtool case."""
-    doc = yaml.safe_load(RULE_TESTS.read_text())
     return [
         (case["alertname"], seconds(case["eval_time"]), case.get("exp_alerts") or [])
-        for test in doc["tests"]
+        for path in ALL_RULE_TESTS
+        for test in yaml.safe_load(path.read_text())["tests"]
         for case in test.get("alert_rule_test", [])
     ]
 

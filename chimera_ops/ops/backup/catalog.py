@@ -94,16 +94,21 @@ class BackupFigures:
     last_size_bytes: int | None
     last_duration_s: float | None
     last_verified_at: float | None
+    first_at: float | None  # the first set ever taken (deleted ones included)
+    sets: int
 
 
 def figures(store: Store) -> BackupFigures:
     """The newest set and the newest good verification, for the metrics."""
     rows = entries(store)
+    everything = entries(store, include_deleted=True)
     newest = rows[0] if rows else None
-    verified = [e.verified_at for e in rows if e.verified_ok and e.verified_at]
+    verified = [e.verified_at for e in everything if e.verified_ok and e.verified_at]
     return BackupFigures(
         last_success_at=newest.finished_at if newest else None,
         last_size_bytes=newest.size_bytes if newest else None,
         last_duration_s=(newest.finished_at - newest.created_at) if newest else None,
         last_verified_at=max(verified) if verified else None,
+        first_at=min(e.created_at for e in everything) if everything else None,
+        sets=len(rows),
     )
