@@ -10,7 +10,7 @@ from pydantic import Field
 
 from chimera_ops.fields import Duration, StrictModel
 
-__all__ = ["AlertsConfig", "RateLimitConfig", "WebhookConfig"]
+__all__ = ["AlertmanagerConfig", "AlertsConfig", "RateLimitConfig", "WebhookConfig"]
 
 
 class WebhookConfig(StrictModel):
@@ -30,6 +30,25 @@ class WebhookConfig(StrictModel):
         return None
 
 
+class AlertmanagerConfig(StrictModel):
+    """Alertmanager's v2 API (`http://127.0.0.1:9093`), posted to the way Prometheus does:
+    the firing set re-sent every `resend_interval` with `endsAt` four intervals ahead, so an
+    agent that dies lets its alerts expire; a resolution sends `endsAt` = now."""
+
+    url: str | None = None
+    url_env: str | None = None
+    timeout: Duration = 5.0
+    resend_interval: Duration = 60.0  # Prometheus' --rules.alert.resend-delay
+    instance: str | None = None  # the `instance` label; default: this host's name
+    labels: dict[str, str] = Field(default_factory=dict)  # added to every alert (env: prod)
+    runbook_base_url: str = "runbooks"  # runbook_url = <base>/<runbook>.md
+    max_queue: int = Field(default=1000, ge=1)  # resolutions kept while it is unreachable
+
+    def resolve_url(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The base URL: `url`, else the value of `url_env`, else None (disabled)."""
+        return WebhookConfig(url=self.url, url_env=self.url_env).resolve_url(env)
+
+
 class RateLimitConfig(StrictModel):
     """Global token bucket: at most `max` alerts per `per` seconds."""
 
@@ -41,6 +60,7 @@ class AlertsConfig(StrictModel):
     """The `alerts:` config section."""
 
     webhook: WebhookConfig = WebhookConfig()
+    alertmanager: AlertmanagerConfig = AlertmanagerConfig()
     # None disables repeats: an active incident is announced once until resolved.
     repeat_interval: Duration | None = 3600.0
     rate_limit: RateLimitConfig = RateLimitConfig()

@@ -27,6 +27,7 @@ from chimera_ops.agent.lock import AgentAlreadyRunning, AgentLock
 from chimera_ops.agent.metrics import AgentMetrics
 from chimera_ops.agent.paths import MAX_SOCKET_PATH, instance_id, log_dir, socket_path
 from chimera_ops.agent.reconcile import decide
+from chimera_ops.agent.sdnotify import SystemdNotify
 from chimera_ops.agent.unit import Unit
 from chimera_ops.agent.wake import Wake
 from chimera_ops.agent.watch import Watcher
@@ -94,6 +95,7 @@ class Agent:
         self.watcher: Watcher | None = None
         self.alerts: AlertSink | None = None
         self.docker: DockerEngine | None = None  # made only when a docker component exists
+        self.systemd = SystemdNotify.from_env()  # READY/STATUS/WATCHDOG/STOPPING when asked
 
     # ----------------------------------------------------------------- setup
     def _runtime_for(self, name: str) -> Runtime:
@@ -313,7 +315,9 @@ class Agent:
                     on_change=self._state_changed,
                     before_kill=self._before_kill,
                 )
-            self.alerts = AlertSink(self.config.agent.alerts)
+            self.alerts = AlertSink(
+                self.config.agent.alerts, on_failure=self.metrics.count_alert_failure
+            )
             self.watcher = Watcher(
                 self.config, self.units, store, self.metrics, self.alerts, self.wake
             )
@@ -332,6 +336,7 @@ class Agent:
             api_task = asyncio.create_task(self._serve_api())
             registered = self._register()
             await self._supervise()
+            self.systemd.stopping()
             await self._stop_all("agent shutting down")
             self._api_exit.set()
             await asyncio.wait([api_task], timeout=5)
@@ -352,6 +357,7 @@ class Agent:
                 registry.unregister(registered, os.getpid())
             socket_path(self.state_dir).unlink(missing_ok=True)
             store.close()
+            self.systemd.close()
             self.lock.release()
             leave_private_umask()
 
@@ -367,6 +373,8 @@ class Agent:
                     next_tick = started + period
             self.wake.clear()
             await self.tick()
+            # From the loop itself: a loop that hangs stops the watchdog pings.
+            self.systemd.after_tick({n: u.state for n, u in self.units.items()})
             # Sleep until the next tick, or earlier when a backoff ends or a probe or monitor
             # falls due, or at once when a child exits or a verdict changes (wake).
             until = min(next_tick - time.monotonic(), self._seconds_to_next_due())
@@ -381,6 +389,9 @@ class Agent:
         candidates = [unit.next_due(now) for unit in self.units.values()]
         if self.watcher is not None:
             candidates.append(self.watcher.next_due())
+        ping = self.systemd.next_due()
+        if ping is not None:
+            candidates.append(now + ping)
         due = [c for c in candidates if c is not None]
         return (min(due) - now) if due else float("inf")
 

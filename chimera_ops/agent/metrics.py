@@ -83,6 +83,12 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "docker_engine_up", Gauge, "1 when the Docker engine of docker components answers", ()
     ),
+    MetricSpec(
+        "alert_delivery_failures",
+        Counter,
+        "Alert deliveries that failed (webhook: after its retries; alertmanager: each post)",
+        ("sink",),
+    ),
 )
 
 
@@ -97,6 +103,8 @@ class AgentMetrics:
                 f"chimera_{spec.name}", spec.help, spec.labels, registry=self.registry
             )
         self._restarts_seen: dict[str, int] = {}
+        for sink in ("webhook", "alertmanager"):  # 0 from the start, so increase() works
+            self.m["alert_delivery_failures"].labels(sink=sink).inc(0)
 
     def update_component(self, name: str, state: State, up: bool, total_restarts: int) -> None:
         """Refresh the per-component state gauges."""
@@ -127,6 +135,10 @@ class AgentMetrics:
         """Drop a labelled series (e.g. the leak forecast when no leak is seen)."""
         with contextlib.suppress(KeyError):
             self.m[metric].remove(*labels.values())
+
+    def count_alert_failure(self, sink: str) -> None:
+        """One failed alert delivery to `sink` (webhook | alertmanager)."""
+        self.m["alert_delivery_failures"].labels(sink=sink).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

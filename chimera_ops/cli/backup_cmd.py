@@ -26,6 +26,7 @@ from chimera_ops.cli.common import (
     pass_cli,
     stdout_console,
 )
+from chimera_ops.cli.complete import complete_backup_set
 
 
 def _store(cli_ctx: CliContext) -> Any:
@@ -218,7 +219,7 @@ def _find(section: Any, ref: str, as_json: bool) -> Any:
 
 
 @backup.command("verify")
-@click.argument("ref", default="latest", metavar="[ID|latest]")
+@click.argument("ref", default="latest", metavar="[ID|latest]", shell_complete=complete_backup_set)
 @json_option
 @pass_cli
 def backup_verify(cli_ctx: CliContext, ref: str, as_json: bool) -> None:
@@ -294,7 +295,7 @@ def backup_prune(cli_ctx: CliContext, dry_run: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("ref", metavar="ID")
+@click.argument("ref", metavar="ID", shell_complete=complete_backup_set)
 @click.option("--only", type=click.Choice(["postgres", "redis"]), help="Restore only this part.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

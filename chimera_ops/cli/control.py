@@ -17,6 +17,7 @@ from chimera_ops.cli.common import (
     pass_cli,
     unknown_component,
 )
+from chimera_ops.cli.complete import complete_component
 
 
 def _act(cli_ctx: CliContext, name: str, verb: str, reason: str | None, as_json: bool) -> None:
@@ -54,7 +55,7 @@ _reason = click.option("--reason", help="Why (written to the audit log).")
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_component)
 @_reason
 @json_option
 @pass_cli
@@ -64,7 +65,7 @@ def start(cli_ctx: CliContext, name: str, reason: str | None, as_json: bool) -> 
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_component)
 @_reason
 @json_option
 @pass_cli
@@ -74,7 +75,7 @@ def stop(cli_ctx: CliContext, name: str, reason: str | None, as_json: bool) -> N
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_component)
 @_reason
 @json_option
 @pass_cli

@@ -19,6 +19,7 @@ from chimera_ops.cli.common import (
     stdout_console,
     unknown_component,
 )
+from chimera_ops.cli.complete import complete_component
 
 
 def parse_since(value: str | None, now: float) -> float | None:
@@ -40,7 +41,7 @@ def parse_since(value: str | None, now: float) -> float | None:
 
 
 @click.command()
-@click.option("--component", "-c", help="Only this component.")
+@click.option("--component", "-c", help="Only this component.", shell_complete=complete_component)
 @click.option("--since", help="Only events newer than this ('1h', '30m', or an ISO time).")
 @click.option("--limit", default=200, show_default=True, help="At most this many (newest).")
 @json_option

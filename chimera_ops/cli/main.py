@@ -29,6 +29,8 @@ COMMANDS = {
     "trading-state": "trading_cmd:trading_state",
     "backup": "backup_cmd:backup",
     "restore": "backup_cmd:restore",
+    "install-service": "service_cmd:install_service",
+    "completion": "completion_cmd:completion",
 }
 
 

@@ -21,6 +21,7 @@ from chimera_ops.cli.common import (
     stdout_console,
     unknown_component,
 )
+from chimera_ops.cli.complete import complete_component
 
 
 def _recorded_pid(cli_ctx: CliContext, name: str) -> int | None:
@@ -65,7 +66,7 @@ async def run_probes(cli_ctx: CliContext, name: str) -> list[dict[str, Any]]:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_component)
 @json_option
 @pass_cli
 def probe(cli_ctx: CliContext, name: str, as_json: bool) -> None:

@@ -21,6 +21,7 @@ from chimera_ops.cli.common import (
     pass_cli,
     unknown_component,
 )
+from chimera_ops.cli.complete import complete_component
 
 PROBLEM_STATES = {"fatal", "unhealthy", "backoff", "exited", "unknown"}
 
@@ -263,7 +264,7 @@ def select(doc: dict[str, Any], names: tuple[str, ...], as_json: bool) -> dict[s
 
 
 @click.command()
-@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=complete_component)
 @json_option
 @click.option("--watch", "-w", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
 @click.option(
