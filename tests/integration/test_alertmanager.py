@@ -273,9 +273,7 @@ def test_agent_alerts_reach_alertmanager_and_resolve(
     finally:
         os.kill(engine["pid"], signal.SIGCONT)
     agent.wait_state("engine", "running", timeout=60)
-    wait_for(
-        lambda: not _ours(alertmanager, "ChimeraComponentState"), timeout=60, what="resolved"
-    )
+    wait_for(lambda: not _ours(alertmanager, "ChimeraComponentState"), timeout=60, what="resolved")
     failures = _metric(metrics_port, "chimera_alert_delivery_failures_total", sink="alertmanager")
     assert failures == 0.0
 

@@ -64,7 +64,7 @@ def _config(directory: Path) -> Path:
 def test_shipped_unit_is_the_default_rendering_and_systemd_accepts_it() -> None:
     assert SHIPPED.read_text() == render_unit(DEFAULT_SPEC), (
         "deploy/systemd is generated: python -c 'from chimera_ops.ops.service import *; "
-        "print(render_unit(DEFAULT_SPEC), end=\"\")' > deploy/systemd/chimera-ops-agent.service"
+        'print(render_unit(DEFAULT_SPEC), end="")\' > deploy/systemd/chimera-ops-agent.service'
     )
     text = SHIPPED.read_text()
     for line in (
