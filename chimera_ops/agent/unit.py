@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from chimera_ops.agent.reconcile import Action, UnitView
 from chimera_ops.agent.wake import Wake
 from chimera_ops.config import ComponentConfig
+from chimera_ops.logfmt import log_fields
 from chimera_ops.probes.base import Probe, ProbeResult
 from chimera_ops.probes.factory import build_probe
 from chimera_ops.probes.health import ROLES, ProbeTracker
@@ -99,7 +100,7 @@ class Unit:
     # ----------------------------------------------------------------- state
     def _record_step(self, kind: str, text: str) -> None:
         self.store.add_event(kind, text, component=self.name)
-        log.info("%s: %s", self.name, text)
+        log.info("%s: %s", self.name, text, extra=log_fields(self.name, kind, text))
 
     def _health_source(self) -> HealthSource | None:
         """The docker runtime, while its container runs (what docker_health reads)."""
@@ -149,7 +150,14 @@ class Unit:
         self.store.add_event(
             kind, reason, component=self.name, from_state=old, to_state=new, data=data
         )
-        log.info("%s: %s -> %s (%s)", self.name, old, new, reason)
+        log.info(
+            "%s: %s -> %s (%s)",
+            self.name,
+            old,
+            new,
+            reason,
+            extra=log_fields(self.name, kind, reason, from_state=str(old), to_state=str(new)),
+        )
         if self._on_change is not None:
             self._on_change(self, old, new, reason)
 
