@@ -23,6 +23,7 @@ MODULES: list[tuple[str, str, float]] = [
     ("bench_freeze_leak.py", "freeze_leak.md", 780.0),
     ("bench_paper.py", "paper.md", 600.0),
     ("bench_start.py", "start.md", 420.0),
+    ("bench_docker.py", "docker.md", 600.0),
 ]
 """(module, the results file it writes, timeout in seconds)."""
 

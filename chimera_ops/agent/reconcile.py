@@ -110,7 +110,10 @@ def _exit_action(view: UnitView, exit_info: ExitInfo) -> Action:
         return Action(
             "backoff", f"{what}; restarted by {exit_info.restarted_by}, not by the agent", exit=what
         )
-    wants_restart = view.policy == "always" or (view.policy == "on-failure" and not exit_info.clean)
+    # A health kill is a failure whatever the exit code: a process (or container) that handles
+    # SIGTERM and exits 0 after its liveness probe failed must still come back.
+    failed = not exit_info.clean or view.kill_reason is not None
+    wants_restart = view.policy == "always" or (view.policy == "on-failure" and failed)
     if not wants_restart:
         return Action(
             "exited", f"{what}; restart policy '{view.policy}' leaves it stopped", exit=what

@@ -373,6 +373,11 @@ class DockerRuntime(Runtime):
             return None
         return self._pid
 
+    def pids(self) -> list[int]:
+        """None for incident capture's process sampling: a container's processes are in its
+        `docker_top.json`, and the psutil tree's 0.2 s CPU sample would delay the restart."""
+        return []
+
     @property
     def unavailable(self) -> str | None:
         return self._unavailable
@@ -394,6 +399,9 @@ class DockerRuntime(Runtime):
         """(HEALTHCHECK status or None, the last check's output), from an inspect."""
         if self.container_id is None:
             return None, ""
+        if self.health_status == "healthy" and self.engine.reachable:
+            # Kept current by the `health_status` events: a healthy stack costs no API call.
+            return "healthy", ""
         try:
             info = await self.engine.call(self.engine.api.inspect_container, self.container_id)
         except Exception as exc:
@@ -401,6 +409,7 @@ class DockerRuntime(Runtime):
                 raise self._unreachable(exc) from None
             raise
         health = (info.get("State") or {}).get("Health") or {}
+        self.health_status = health.get("Status") or None
         log = health.get("Log") or []
         output = str(log[-1].get("Output", "")) if log else ""
         return health.get("Status"), output

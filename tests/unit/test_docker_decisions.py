@@ -228,3 +228,10 @@ def test_process_only_agent_never_imports_the_docker_sdk() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_health_kill_that_exits_zero_is_still_restarted() -> None:
+    clean = ExitInfo(0, None, 999.0, False)
+    action = decide(view(pending_exit=clean, kill_reason="liveness probe failed: unhealthy"))
+    assert action.kind == "backoff"
+    assert decide(view(pending_exit=clean)).kind == "exited"  # on its own, exit 0: left stopped
