@@ -22,11 +22,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 import yaml
@@ -243,6 +244,65 @@ def measure_groups(
             wall, 100.0 * used / wall, statistics.fmean(values), max(values), len(values)
         )
     return out
+
+
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and all its descendants (empty once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+class Sampler:
+    """A thread that calls `sample()` every `every` s while in `with` (and once at the start)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class PeakRss(Sampler):
+    """Peak RSS of groups of processes, sampled every `every` s while in `with`.
+
+    Unlike `measure_groups` the window is not known in advance: it lasts as long as the
+    command being watched (a backup, a restore) runs. A group's RSS is the sum over its pids.
+    """
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]], every: float = 0.1) -> None:
+        super().__init__(every)
+        self.groups = groups
+        self.peaks: dict[str, float] = dict.fromkeys(groups, 0.0)
+        self.samples = 0
+
+    def sample(self) -> None:
+        for group, pids in self.groups.items():
+            total = 0.0
+            for pid in pids():
+                try:
+                    total += psutil.Process(pid).memory_info().rss
+                except psutil.Error:
+                    continue  # exited between the listing and the read
+            self.peaks[group] = max(self.peaks[group], total)
+        self.samples += 1
 
 
 # --------------------------------------------------------------------------- chimera-ops
