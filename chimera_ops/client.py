@@ -97,6 +97,20 @@ class AgentClient:
             "POST", f"/v1/components/{name}/{verb}", {"reason": reason} if reason else {}
         )
 
+    def start_procedure(
+        self, kind: str, params: dict[str, Any], user: str | None = None
+    ) -> dict[str, Any]:
+        """Start a procedure in the agent; {"id": ...} (AgentError 409 when one runs)."""
+        return self.request(
+            "POST", "/v1/procedures", {"kind": kind, "params": params, "user": user}
+        )
+
+    def procedure(self, job: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/procedures/{job}")
+
+    def procedures(self, limit: int = 50) -> dict[str, Any]:
+        return self.request("GET", f"/v1/procedures?limit={limit}")
+
     def events(
         self, component: str | None, since: float | None, limit: int = 1000
     ) -> dict[str, Any]:

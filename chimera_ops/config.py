@@ -58,6 +58,7 @@ from chimera_ops.config_errors import (
     pydantic_message,
 )
 from chimera_ops.config_locate import CONFIG_ENV, resolve_config_path
+from chimera_ops.config_procedures import LockConfig, ProceduresConfig
 from chimera_ops.fields import StrictModel
 
 __all__ = [
@@ -75,8 +76,10 @@ __all__ = [
     "CrashLoopConfig",
     "DockerConfig",
     "IncidentsConfig",
+    "LockConfig",
     "LogsConfig",
     "MetricsConfig",
+    "ProceduresConfig",
     "RestartConfig",
     "RetentionConfig",
     "StopConfig",
@@ -99,6 +102,7 @@ class ChimeraConfig(StrictModel):
     agent: AgentConfig = AgentConfig()
     components: dict[str, ComponentConfig] = Field(default_factory=dict)
     backup: BackupConfig | None = None
+    procedures: ProceduresConfig = ProceduresConfig()
     source: Path | None = None
 
     def component(self, name: str) -> ComponentConfig:

@@ -78,6 +78,29 @@ CREATE TABLE IF NOT EXISTS backups (
     verify_detail TEXT,
     deleted_at REAL
 );
+CREATE TABLE IF NOT EXISTS procedures (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    params TEXT,
+    result TEXT,
+    agent_pid INTEGER,
+    user TEXT,
+    lock TEXT,
+    acknowledged INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS procedure_steps (
+    procedure TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    detail TEXT,
+    PRIMARY KEY (procedure, n)
+);
 """
 
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chimera_ops.agent.procedure_api import procedure_routes
 from chimera_ops.agent.trading_api import trading_routes
 from chimera_ops.config import UnknownComponent
 from chimera_ops.states import State
@@ -161,5 +162,6 @@ def build_app(agent: Agent, tcp: bool = False) -> Starlette:
         Route(f"{API_PREFIX}/components/{{name}}/{{verb}}", action, methods=["POST"]),
         Route("/metrics", metrics),
         *trading_routes(agent, authorised),
+        *procedure_routes(agent, tcp=tcp),
     ]
     return Starlette(routes=routes)

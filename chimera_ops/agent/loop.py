@@ -23,6 +23,7 @@ import psutil
 
 from chimera_ops import __version__
 from chimera_ops.agent import registry
+from chimera_ops.agent.jobs import JobRunner
 from chimera_ops.agent.lock import AgentAlreadyRunning, AgentLock
 from chimera_ops.agent.metrics import AgentMetrics
 from chimera_ops.agent.paths import MAX_SOCKET_PATH, instance_id, log_dir, socket_path
@@ -94,6 +95,7 @@ class Agent:
         self._api_exit = asyncio.Event()  # tells the uvicorn servers to stop
         self.watcher: Watcher | None = None
         self.alerts: AlertSink | None = None
+        self.jobs: JobRunner | None = None  # procedures (restart --safe...), once running
         self.docker: DockerEngine | None = None  # made only when a docker component exists
         self.systemd = SystemdNotify.from_env()  # READY/STATUS/WATCHDOG/STOPPING when asked
 
@@ -330,6 +332,8 @@ class Agent:
                 data={"pid": os.getpid(), "components": self.order},
             )
             self._announce_fatal(store)
+            self.jobs = JobRunner(self)
+            self.jobs.recover()  # a job an earlier agent died in: interrupted, said, alerted
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.shutdown.set)
@@ -337,6 +341,9 @@ class Agent:
             registered = self._register()
             await self._supervise()
             self.systemd.stopping()
+            if self.jobs is not None:  # a running procedure is interrupted, not half-finished
+                self.jobs.cancel()
+                await self.jobs.wait_cancelled()
             await self._stop_all("agent shutting down")
             self._api_exit.set()
             await asyncio.wait([api_task], timeout=5)
@@ -551,4 +558,5 @@ class Agent:
                 "tick_lag_s": self.tick_lag,
             },
             "components": components,
+            "procedures": self.jobs.status() if self.jobs is not None else {},
         }

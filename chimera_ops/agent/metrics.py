@@ -79,6 +79,17 @@ METRICS: tuple[MetricSpec, ...] = (
         "backup_first_timestamp_seconds", Gauge, "When the first backup set was taken", ("dir",)
     ),
     MetricSpec("backup_sets", Gauge, "Backup sets in the catalog", ("dir",)),
+    # Procedures (restart --safe, emergency-stop, start --all), run by the agent as jobs.
+    MetricSpec(
+        "procedure_runs", Counter, "Procedures run, by how they ended", ("procedure", "result")
+    ),
+    MetricSpec("procedure_duration_seconds", Gauge, "How long the last run took", ("procedure",)),
+    MetricSpec(
+        "procedure_interrupted",
+        Gauge,
+        "Procedures the agent died in, not yet followed by an operator action",
+        ("procedure",),
+    ),
     MetricSpec("agent_tick_lag_seconds", Gauge, "How late the last agent tick started", ()),
     MetricSpec(
         "docker_engine_up", Gauge, "1 when the Docker engine of docker components answers", ()

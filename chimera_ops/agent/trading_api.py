@@ -126,6 +126,8 @@ def trading_routes(
             duration_s=duration,
             user=user,
         )
+        if ok and op == "resume" and agent.jobs is not None:
+            agent.jobs.acknowledge()  # an operator resumed: an interrupted job is answered
         return JSONResponse(
             {
                 "via": "agent",

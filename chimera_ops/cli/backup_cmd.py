@@ -355,6 +355,13 @@ def restore(
         click.echo("\n".join(f"  {i}. {s}" for i, s in enumerate(steps, 1)), err=True)
         if not click.confirm(f"Restore set {target.id} over the live data?", err=True):
             fail("restore cancelled; nothing was changed", EXIT_PROBLEM, None, as_json)
+    from chimera_ops.ops.proclock import LockHeld, lock_for
+
+    lock = lock_for(cfg)  # one procedure at a time: never a restore under a safe restart
+    try:
+        holder = lock.acquire("restore", target.id)
+    except LockHeld as exc:
+        fail(f"restore refused: {exc}", EXIT_PROBLEM, "wait for it to finish, then retry", as_json)
     store = _store(cli_ctx)
 
     def audit(step: str, result: str, seconds: float) -> None:
@@ -390,6 +397,7 @@ def restore(
         )
     finally:
         store.close()
+        lock.release(holder)
     if as_json:
         emit_json(report.to_dict())
     else:

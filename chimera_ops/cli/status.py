@@ -196,6 +196,19 @@ def _render(doc: dict[str, Any], width: int, probe_targets: ProbeTargets | None 
             style="bold red",
         )
     parts: list[Any] = [head]
+    # A procedure the agent died in (trading may be left halted) or one running now: first.
+    procedures = doc.get("procedures") or {}
+    for job in procedures.get("interrupted") or []:
+        parts.append(Text(f"INTERRUPTED {job['summary']}", style="bold red"))
+    running = procedures.get("running")
+    if running:
+        parts.append(
+            Text(
+                f"procedure {running['id']} running (step {running.get('step') or 'starting'}): "
+                f"chimera-ops procedure show {running['id']}",
+                style="bold yellow",
+            )
+        )
     # Fatal first: nothing restarts it until an operator acts (also after an agent restart).
     for comp in doc["components"]:
         if comp.get("state") == "fatal":

@@ -91,6 +91,9 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
         self.health_delay = 0.0  # set by the slow-health fault
+        # The stuck-orders fault: the exchange neither fills nor confirms cancels, so open
+        # orders never drain (what a halt's drain timeout is for).
+        self.stuck_orders = False
 
     # ----------------------------------------------------------------- lifecycle
     def adopt(self, persisted: PersistedState) -> None:
@@ -204,6 +207,9 @@ class Engine:
 
     def cancel_all(self) -> int:
         """Cancel every open order; returns how many."""
+        if self.stuck_orders:
+            log.warning("cancel of %d open orders not confirmed (stuck-orders)", self.book.count())
+            return 0
         now = _now()
         orders = self.book.open_orders()
         for order in orders:
@@ -263,7 +269,7 @@ class Engine:
             trading = False
             self.metrics.throttled_ticks.inc()
         for symbol, price in prices.items():
-            for order in self.book.crossing(symbol, price):
+            for order in [] if self.stuck_orders else self.book.crossing(symbol, price):
                 self._fill(order, now)
             if trading:
                 for order in self.strategy.to_cancel(price, self.book.open_orders(symbol), tick):

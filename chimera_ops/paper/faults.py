@@ -110,6 +110,7 @@ class FaultInjector:
             "held_connections": dict(self.held),
             "hold_requests": len(self._holders),
             "health_delay_s": self.engine.health_delay,
+            "stuck_orders": self.engine.stuck_orders,
         }
 
 
@@ -191,6 +192,12 @@ def fault_routes(engine: Engine, injector: FaultInjector) -> list[Route]:
         engine.health_delay = delay
         return JSONResponse({"fault": "slow-health", **injector.describe()})
 
+    async def stuck_orders(request: Request) -> JSONResponse:
+        check_token(request, token)
+        body = await json_object(request, {"stuck": bool})
+        engine.stuck_orders = bool(body.get("stuck", True))
+        return JSONResponse({"fault": "stuck-orders", **injector.describe()})
+
     async def status(request: Request) -> JSONResponse:
         check_token(request, token)
         return JSONResponse(injector.describe())
@@ -203,4 +210,5 @@ def fault_routes(engine: Engine, injector: FaultInjector) -> list[Route]:
         Route("/faults/hold-connections", hold_connections, methods=["POST"]),
         Route("/faults/release-connections", release_connections, methods=["POST"]),
         Route("/faults/slow-health", slow_health, methods=["POST"]),
+        Route("/faults/stuck-orders", stuck_orders, methods=["POST"]),
     ]

@@ -209,3 +209,22 @@ def test_a_set_from_a_newer_postgres_is_refused_with_the_versions(stack: Stack) 
     result = stack.cli("restore", summary["id"], "--yes", "--no-safety-backup")
     assert result.returncode == 1
     assert "PostgreSQL 17" in result.stderr and "PostgreSQL 15" in result.stderr
+
+
+def test_restore_respects_the_procedure_lock(stack: Stack) -> None:
+    from chimera_ops.config import load_config
+    from chimera_ops.ops.proclock import RedisLock, lock_for
+
+    code, summary = stack.json("backup")
+    assert code == 0
+    lock = lock_for(load_config(stack.config_path))
+    assert isinstance(lock, RedisLock)  # the config has Redis: the lock lives there
+    holder = lock.acquire("safe-restart", "safe-restart-test")
+    try:
+        result = stack.cli("restore", summary["id"], "--yes")
+        assert result.returncode == 1
+        assert "safe-restart-test" in result.stderr and f"pid {os.getpid()}" in result.stderr
+    finally:
+        lock.release(holder)
+    result = stack.cli("restore", summary["id"], "--yes", "--no-safety-backup")
+    assert result.returncode == 0, result.stderr

@@ -36,7 +36,7 @@ EXPECTED = {
     "backup-failure.md",
 }
 # Runbooks reached from a symptom or another runbook, not from an alert.
-NOT_FROM_ALERTS = {"data-restore.md"}
+NOT_FROM_ALERTS = {"data-restore.md", "emergency-stop.md"}
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # `chimera-ops` as a command word, not inside a path or file name (chimera-ops.yaml).
 INVOCATION = re.compile(r"(?<![\w./-])chimera-ops(?=[ \t])([^\n|;&)`]*)")

@@ -1,0 +1,125 @@
+"""The procedure journal in the store: every job, every step with its timing and result.
+
+States of a job: `running`, `succeeded`, `failed` (it ran to a verdict: e.g. the stack is not
+healthy, trading stays halted), `aborted` (it stopped early and put things back: e.g. a drain
+timeout resumed trading, nothing was restarted), `planned` (a `--dry-run`), `interrupted` (the
+agent died while it ran; found by the next agent).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from chimera_ops.store import Store
+
+FINAL = ("succeeded", "failed", "aborted", "planned", "interrupted")
+
+
+def new_id(kind: str, now: float) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return f"{kind}-{stamp}-{secrets.token_hex(2)}"
+
+
+class Journal:
+    """Writes and reads the `procedures` and `procedure_steps` tables."""
+
+    def __init__(self, store: Store) -> None:
+        self.db = store.connection
+
+    def create(self, kind: str, params: dict[str, Any], user: str | None, pid: int) -> str:
+        now = time.time()
+        job = new_id(kind, now)
+        self.db.execute(
+            "INSERT INTO procedures(id, kind, state, started_at, params, agent_pid, user)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (job, kind, "running", now, json.dumps(params), pid, user),
+        )
+        return job
+
+    def step_started(self, job: str, n: int, name: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO procedure_steps(procedure, n, name, state, started_at)"
+            " VALUES (?,?,?,?,?)",
+            (job, n, name, "running", time.time()),
+        )
+
+    def step_finished(self, job: str, n: int, state: str, detail: str) -> None:
+        self.db.execute(
+            "UPDATE procedure_steps SET state = ?, finished_at = ?, detail = ?"
+            " WHERE procedure = ? AND n = ?",
+            (state, time.time(), detail, job, n),
+        )
+
+    def set_lock(self, job: str, holder_json: str | None) -> None:
+        self.db.execute("UPDATE procedures SET lock = ? WHERE id = ?", (holder_json, job))
+
+    def finish(self, job: str, state: str, result: dict[str, Any]) -> None:
+        assert state in FINAL
+        self.db.execute(
+            "UPDATE procedures SET state = ?, finished_at = ?, result = ? WHERE id = ?",
+            (state, time.time(), json.dumps(result, default=str), job),
+        )
+
+    def acknowledge_interrupted(self) -> int:
+        """An operator acted after an interrupted job (a later procedure, a resume): done."""
+        cur = self.db.execute(
+            "UPDATE procedures SET acknowledged = 1 WHERE state = 'interrupted' AND acknowledged = 0"
+        )
+        return int(cur.rowcount or 0)
+
+    # ----------------------------------------------------------------- reading
+    def get(self, job: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM procedures WHERE id = ?", (job,)).fetchone()
+        if row is None:
+            return None
+        steps = self.db.execute(
+            "SELECT * FROM procedure_steps WHERE procedure = ? ORDER BY n", (job,)
+        ).fetchall()
+        return _doc(row, [dict(s) for s in steps])
+
+    def ids_like(self, prefix: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT id FROM procedures WHERE id LIKE ? ORDER BY started_at DESC", (prefix + "%",)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM procedures ORDER BY started_at DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_doc(r, None) for r in rows]
+
+    def with_state(self, state: str, unacknowledged: bool = False) -> list[dict[str, Any]]:
+        query = "SELECT * FROM procedures WHERE state = ?"
+        if unacknowledged:
+            query += " AND acknowledged = 0"
+        rows = self.db.execute(query + " ORDER BY started_at", (state,)).fetchall()
+        return [_doc(r, None) for r in rows]
+
+    def current_step(self, job: str) -> tuple[int, str] | None:
+        row = self.db.execute(
+            "SELECT n, name FROM procedure_steps WHERE procedure = ? ORDER BY n DESC LIMIT 1",
+            (job,),
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+
+def _doc(row: Any, steps: list[dict[str, Any]] | None) -> dict[str, Any]:
+    doc = {
+        "id": row["id"],
+        "kind": row["kind"],
+        "state": row["state"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "params": json.loads(row["params"] or "{}"),
+        "result": json.loads(row["result"]) if row["result"] else None,
+        "agent_pid": row["agent_pid"],
+        "user": row["user"],
+        "acknowledged": bool(row["acknowledged"]),
+    }
+    if steps is not None:
+        doc["steps"] = steps
+    return doc
