@@ -27,6 +27,8 @@ COMMANDS = {
     "halt-trading": "trading_cmd:halt_trading",
     "resume-trading": "trading_cmd:resume_trading",
     "trading-state": "trading_cmd:trading_state",
+    "emergency-stop": "control:emergency_stop",
+    "procedure": "procedure_cmd:procedure",
     "backup": "backup_cmd:backup",
     "restore": "backup_cmd:restore",
     "install-service": "service_cmd:install_service",
