@@ -31,6 +31,8 @@ COMMANDS = {
     "procedure": "procedure_cmd:procedure",
     "backup": "backup_cmd:backup",
     "restore": "backup_cmd:restore",
+    "collect-logs": "bundle_cmd:collect_logs",
+    "logs": "logs_cmd:logs",
     "install-service": "service_cmd:install_service",
     "completion": "completion_cmd:completion",
 }
