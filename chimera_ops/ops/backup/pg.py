@@ -149,7 +149,7 @@ def relations(conn: psycopg.Connection[Any]) -> list[Relation]:
     """User tables and sequences whose data a plain pg_dump would dump (not extension members)."""
     rows = conn.execute(
         """
-        SELECT n.nspname, c.relname, c.relkind, pg_relation_size(c.oid)
+        SELECT n.nspname, c.relname, c.relkind, pg_table_size(c.oid)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'S')
           AND n.nspname NOT IN ('pg_catalog', 'information_schema')

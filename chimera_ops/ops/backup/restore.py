@@ -107,13 +107,18 @@ def restore_set(
         report.steps.append({"step": name, "result": result, "seconds": round(seconds, 3)})
 
     with reading(backup_set):
+        t0 = time.monotonic()
         problems = check_files(backup_set)
+        took = time.monotonic() - t0
         if problems:
-            audit("checksums", "failed: " + "; ".join(problems), 0.0)
+            audit("checksums", "failed: " + "; ".join(problems), took)
             raise RestoreRefused(
                 f"set {backup_set.id} is damaged, nothing was changed: " + "; ".join(problems)
             )
-        report.steps.append({"step": "checksums", "result": "every file matches", "seconds": 0})
+        audit("checksums", "every file matches", took)
+        report.steps.append(
+            {"step": "checksums", "result": "every file matches", "seconds": round(took, 3)}
+        )
         if want_pg:
             assert section.postgres is not None
             dsn = section.postgres.resolve_dsn()
