@@ -5,7 +5,12 @@
 (b) every `chimera-ops <command> [<subcommand>]` written in a fenced code block of a runbook is
     a real command: `<words> --help` exits 0 through click's CliRunner;
 (c) every runbook has at least one **check**, **action** and **verify** step;
-(d) no destructive step before trading is halted, no resume before `chimera-ops status`.
+(d) no destructive step before trading is halted, no resume before `chimera-ops status`;
+(e) the executable steps (runbooks/README.md): every step of every runbook parses; every
+    `chimera-ops` command a step runs exists with the flags it passes (a `planned` step's command
+    must not exist yet: once it lands, the step is unmarked); every other program a step runs is
+    installed; every runbook passes `runbook run --dry-run`; the parser reports a malformed block
+    with its file and line.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import yaml
 from click.testing import CliRunner
 
 from chimera_ops.cli.main import cli
+from chimera_ops.ops.runbook.parse import parse_runbook
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "runbooks"
@@ -28,6 +34,17 @@ ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 # Every runbook except the index; the named ones must all be here (see test_expected_set).
 EXPECTED = {
     "server-freeze.md",
+    "feed-stale.md",
+    "oom-killed.md",
+    "db-pool-exhaustion.md",
+    "slow-queries.md",
+    "queue-overload.md",
+    "port-conflict.md",
+    "high-cpu.md",
+    "rate-limit.md",
+    "api-key-rejected.md",
+    "circuit-breaker-open.md",
+    "collect-logs-for-support.md",
     "db-connection-failure.md",
     "redis-pool-exhaustion.md",
     "memory-leak.md",
@@ -37,6 +54,15 @@ EXPECTED = {
 }
 # Runbooks reached from a symptom or another runbook, not from an alert.
 NOT_FROM_ALERTS = {"data-restore.md", "emergency-stop.md"}
+FROM_ALERTS = {
+    "server-freeze.md",
+    "db-connection-failure.md",
+    "redis-pool-exhaustion.md",
+    "memory-leak.md",
+    "disk-full.md",
+    "full-restart.md",
+    "backup-failure.md",
+}
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # `chimera-ops` as a command word, not inside a path or file name (chimera-ops.yaml).
 INVOCATION = re.compile(r"(?<![\w./-])chimera-ops(?=[ \t])([^\n|;&)`]*)")
@@ -56,14 +82,11 @@ def alert_runbook_paths() -> set[str]:
         for rule in group["rules"]:
             value = " ".join(str(rule.get("annotations", {}).get("runbook", "")).split())
             assert value, f"alert {rule.get('alert')} has no runbook annotation"
-            template = re.fullmatch(
-                r"(?P<pre>[^{]*)\{\{\s*if\b[^}]*\}\}(?P<a>[^{]*)\{\{\s*else\s*\}\}"
-                r"(?P<b>[^{]*)\{\{\s*end\s*\}\}(?P<post>[^{]*)",
-                value,
-            )
-            if template:
-                for branch in ("a", "b"):
-                    paths.add(template["pre"] + template[branch] + template["post"])
+            # `pre{{ if }}a{{ else if }}b{{ else }}c{{ end }}post`: one path per branch.
+            parts = re.split(r"\{\{.*?\}\}", value)
+            if len(parts) >= 3:
+                for branch in parts[1:-1]:
+                    paths.add(parts[0] + branch + parts[-1])
             else:
                 assert "{{" not in value, f"unparsed runbook template: {value!r}"
                 paths.add(value)
@@ -74,7 +97,15 @@ def cli_invocations() -> dict[tuple[str, ...], list[str]]:
     """(command words) -> where they appear, from the fenced code blocks of every runbook."""
     found: dict[tuple[str, ...], list[str]] = {}
     for path in sorted(RUNBOOKS.glob("*.md")):
-        for block in FENCE.findall(path.read_text()):
+        text = path.read_text()
+        planned = (
+            {s.body for s in parse_runbook(path).steps if s.planned}
+            if path.name != "README.md"
+            else set()
+        )
+        for block in FENCE.findall(text):
+            if block.strip() in planned:
+                continue  # a planned step names a command that is not built yet
             for line in block.splitlines():
                 code = COMMENT.sub("", line)  # `# ...` after the command is prose
                 for match in INVOCATION.finditer(code):
@@ -107,7 +138,7 @@ def test_expected_set() -> None:
 
 def test_alert_runbooks_exist() -> None:
     paths = alert_runbook_paths()
-    assert paths >= {f"runbooks/{name}" for name in EXPECTED}, sorted(paths)
+    assert paths >= {f"runbooks/{name}" for name in FROM_ALERTS}, sorted(paths)
     missing = sorted(p for p in paths if not (ROOT / p).is_file())
     assert not missing, f"alerts.yml names runbooks that do not exist: {missing}"
 
@@ -139,7 +170,7 @@ def test_runbook_commands_are_real() -> None:
 def test_unknown_command_is_caught() -> None:
     """The check in test_runbook_commands_are_real does fail on made-up commands."""
     runner = CliRunner()
-    for text in (" backup lst", " runbook run disk-full", " incidents shwo 3", " config chek"):
+    for text in (" backup lst", " runbook rnu disk-full", " incidents shwo 3", " config chek"):
         words = command_words(text)
         assert runner.invoke(cli, [*words, "--help"]).exit_code != 0, words
     assert command_words(" --config x.yaml incidents show 3") == ("incidents", "show")
@@ -157,14 +188,122 @@ def test_runbook_has_check_action_verify(path: Path) -> None:
 
 @pytest.mark.parametrize("path", runbook_files(), ids=lambda p: p.name)
 def test_destructive_after_halt_and_resume_after_status(path: Path) -> None:
+    """In the prose too: a page that flags a destructive step halts first; a resume comes
+    after a `chimera-ops status` check that follows the halt."""
     text = path.read_text()
     halt = text.find("chimera-ops halt-trading")
-    assert halt >= 0, f"{path.name}: never halts trading"
     destructive = text.find("destructive: confirm")
-    assert destructive >= 0, f"{path.name}: flags no destructive step"
-    assert destructive > halt, f"{path.name}: a destructive step comes before the halt"
+    if destructive >= 0:
+        assert 0 <= halt < destructive, f"{path.name}: a destructive step comes before the halt"
     resume = text.find("chimera-ops resume-trading")
-    assert resume >= 0, f"{path.name}: never resumes trading"
-    assert text.rfind("chimera-ops status", 0, resume) > halt, (
-        f"{path.name}: resume-trading without a `chimera-ops status` check after the halt"
-    )
+    if resume >= 0:
+        assert halt >= 0, f"{path.name}: resumes without ever halting"
+        assert text.rfind("chimera-ops status", 0, resume) > halt, (
+            f"{path.name}: resume-trading without a `chimera-ops status` check after the halt"
+        )
+    assert halt >= 0 or path.name == "collect-logs-for-support.md", f"{path.name}: never halts"
+
+
+# ------------------------------------------------------------------ (e) executable steps
+def _command(argv: tuple[str, ...]) -> tuple[click.Command | None, list[str], list[str]]:
+    """The click command a `chimera-ops ...` argv reaches, its path, and the flags it passes."""
+    command: click.Command | None = cli
+    path: list[str] = []
+    words = list(argv[1:])
+    while words and isinstance(command, click.Group) and not words[0].startswith("-"):
+        command = command.get_command(click.Context(command), words.pop(0))
+        path.append(argv[len(path) + 1])
+        if command is None:
+            break
+    flags = [w.split("=", 1)[0] for w in words if w.startswith("--")]
+    return command, path, flags
+
+
+def _options(command: click.Command) -> set[str]:
+    found = {"--help", "-h"}
+    for param in command.params:
+        found.update(getattr(param, "opts", []))
+        found.update(getattr(param, "secondary_opts", []))
+    return found
+
+
+@pytest.mark.parametrize("path", runbook_files(), ids=lambda p: p.name)
+def test_every_step_parses_and_names_real_commands(path: Path) -> None:
+    import shutil
+
+    book = parse_runbook(path)  # a malformed block raises with file and line
+    assert book.steps, f"{path.name}: no executable step"
+    assert {s.kind for s in book.steps} == {"check", "action", "verify"}, path.name
+    bad = []
+    for step in book.steps:
+        if step.shell:
+            continue
+        if step.argv[0] != "chimera-ops":
+            program = step.argv[0]
+            if program != "{python}" and shutil.which(program) is None:
+                bad.append(f"{step.id}: `{program}` is not installed")
+            continue
+        command, words, flags = _command(step.argv)
+        if step.planned:
+            if command is not None and not isinstance(command, click.Group):
+                bad.append(f"{step.id}: planned, but `chimera-ops {' '.join(words)}` exists now")
+            continue
+        if command is None:
+            bad.append(f"{step.id}: `chimera-ops {' '.join(words)}` is not a command")
+            continue
+        unknown = [f for f in flags if f not in _options(command)]
+        if unknown:
+            bad.append(f"{step.id}: `chimera-ops {' '.join(words)}` has no {unknown}")
+    assert not bad, f"{path.name}:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", runbook_files(), ids=lambda p: p.name)
+def test_steps_keep_the_promises(path: Path) -> None:
+    """Halt before the first destructive step; resume only after a status step after the halt."""
+    steps = parse_runbook(path).steps
+    order = {s.id: s.n for s in steps}
+    halts = [s.n for s in steps if s.argv[:2] == ("chimera-ops", "halt-trading")]
+    stops = [s.n for s in steps if s.argv[:2] == ("chimera-ops", "emergency-stop")]
+    destructive = [s.n for s in steps if s.destructive]
+    resumes = [s.n for s in steps if s.argv[:2] == ("chimera-ops", "resume-trading")]
+    statuses = [s.n for s in steps if s.argv[:2] == ("chimera-ops", "status")]
+    if destructive:
+        first_brake = min(halts + stops, default=10**6)
+        assert first_brake <= min(destructive), f"{path.name}: destructive before the halt"
+    for n in resumes:
+        assert any(min(halts, default=0) < st < n for st in statuses), (
+            f"{path.name}: resume at step {n} without a status step after the halt"
+        )
+    assert all(s.on_fail in order for s in steps if s.on_fail), path.name
+
+
+@pytest.mark.parametrize("path", runbook_files(), ids=lambda p: p.name)
+def test_every_runbook_dry_runs(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("CHIMERA_AGENT__STATE_DIR", str(tmp_path / "var"))
+    book = parse_runbook(path)
+    sets = [f"--set={name}=1" for name in book.required if name not in book.defaults]
+    config = str(ROOT / "examples" / "stack.yaml")
+    args = ["--config", config, "runbook", "run", book.name, "--dry-run", "--json", *sets]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["state"] == "planned"
+    assert {s["status"] for s in doc["steps"]} <= {"would-run", "skipped"}, doc["steps"]
+    assert len(doc["steps"]) == len(book.steps)
+
+
+def test_malformed_block_names_file_and_line(tmp_path: Path) -> None:
+    from chimera_ops.ops.runbook.parse import RunbookError, load_all
+
+    page = tmp_path / "broken.md"
+    page.write_text("# Broken\n\n**When:** never\n\n```sh {step=check id=a typo}\nls\n```\n")
+    books, errors = load_all(tmp_path)
+    assert not books and len(errors) == 1
+    assert errors[0].path == page and errors[0].line == 5 and "typo" in errors[0].message
+    with pytest.raises(RunbookError, match=r"broken.md:3: .*step="):
+        page.write_text("# Broken\n\n```sh {step=fix id=a}\nls\n```\n")
+        parse_runbook(page)

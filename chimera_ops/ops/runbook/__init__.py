@@ -1,0 +1,1 @@
+"""Executable runbooks: parsing (parse.py), variables (variables.py), running (runner.py)."""
