@@ -58,6 +58,7 @@ from chimera_ops.config_errors import (
     pydantic_message,
 )
 from chimera_ops.config_locate import CONFIG_ENV, resolve_config_path
+from chimera_ops.config_maintenance import MaintenanceConfig
 from chimera_ops.config_procedures import LockConfig, ProceduresConfig
 from chimera_ops.fields import StrictModel
 
@@ -78,6 +79,7 @@ __all__ = [
     "IncidentsConfig",
     "LockConfig",
     "LogsConfig",
+    "MaintenanceConfig",
     "MetricsConfig",
     "ProceduresConfig",
     "RestartConfig",
@@ -103,6 +105,7 @@ class ChimeraConfig(StrictModel):
     components: dict[str, ComponentConfig] = Field(default_factory=dict)
     backup: BackupConfig | None = None
     procedures: ProceduresConfig = ProceduresConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
     source: Path | None = None
 
     def component(self, name: str) -> ComponentConfig:
@@ -302,7 +305,18 @@ def parse_config(
     backup = model.backup
     if backup is not None and not backup.dir.is_absolute():
         backup = backup.model_copy(update={"dir": (base / backup.dir).resolve()})
-    return model.model_copy(update={"agent": agent, "components": comps, "backup": backup})
+    maint = model.maintenance
+    maint = maint.model_copy(
+        update={
+            "log_paths": [p if p.is_absolute() else (base / p).resolve() for p in maint.log_paths],
+            "audit_pythons": [
+                p if p.is_absolute() else (base / p).resolve() for p in maint.audit_pythons
+            ],
+        }
+    )
+    return model.model_copy(
+        update={"agent": agent, "components": comps, "backup": backup, "maintenance": maint}
+    )
 
 
 def load_config(

@@ -101,7 +101,36 @@ CREATE TABLE IF NOT EXISTS procedure_steps (
     detail TEXT,
     PRIMARY KEY (procedure, n)
 );
+CREATE TABLE IF NOT EXISTS memory_samples (
+    component TEXT NOT NULL,
+    ts REAL NOT NULL,
+    rss INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memory_samples_component ON memory_samples(component, ts);
+CREATE TABLE IF NOT EXISTS maintenance_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    schedule TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    fixed INTEGER NOT NULL DEFAULT 0,
+    user TEXT
+);
+CREATE TABLE IF NOT EXISTS maintenance_results (
+    run INTEGER NOT NULL,
+    check_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    value TEXT,
+    threshold TEXT,
+    advice TEXT,
+    runbook TEXT,
+    data TEXT,
+    PRIMARY KEY (run, check_name)
+);
 """
+
+MEMORY_SAMPLES_KEEP = 8 * 86400.0  # a week of the agent's own samples, and a day of margin
+MEMORY_SAMPLES_MAX = 20000  # per component, whatever the sample interval
 
 
 @dataclass(frozen=True)
@@ -349,6 +378,28 @@ class Store:
             ChildRecord(r["component"], r["pid"], r["create_time"], r["agent_pid"], r["started_at"])
             for r in rows
         ]
+
+    # ----------------------------------------------------------------- memory samples
+    def add_memory_sample(self, component: str, ts: float, rss: int) -> None:
+        """Keep one RSS sample (the weekly leak check reads them); bounded by age and count."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO memory_samples(component, ts, rss) VALUES (?,?,?)",
+                (component, ts, int(rss)),
+            )
+            db.execute(
+                "DELETE FROM memory_samples WHERE component = ? AND (ts < ? OR ts <= (SELECT ts"
+                " FROM memory_samples WHERE component = ? ORDER BY ts DESC LIMIT 1 OFFSET ?))",
+                (component, ts - MEMORY_SAMPLES_KEEP, component, MEMORY_SAMPLES_MAX),
+            )
+
+    def memory_samples(self, component: str, since: float) -> list[tuple[float, float]]:
+        """(ts, rss) of a component since a time, oldest first."""
+        rows = self._db.execute(
+            "SELECT ts, rss FROM memory_samples WHERE component = ? AND ts >= ? ORDER BY ts",
+            (component, since),
+        ).fetchall()
+        return [(float(r[0]), float(r[1])) for r in rows]
 
     # ----------------------------------------------------------------- audit
     def audit(

@@ -87,6 +87,9 @@ class Watcher:
         self._trading_due = 0.0 if any(u.config.trading for u in units.values()) else float("inf")
         self._trading_task: asyncio.Task[None] | None = None
         self.trading: dict[str, dict[str, Any]] = {}  # last known engine state per component
+        # One memory sample per component per interval goes to the store (the weekly leak check).
+        self.sample_interval = config.maintenance.memory_sample_interval
+        self._stored_at: dict[str, float] = {}
 
     # ----------------------------------------------------------------- scheduling
     def _eligible(self) -> list[tuple[str, Unit | None, _Scheduled]]:
@@ -229,6 +232,7 @@ class Watcher:
                 self.metrics.set_gauge(
                     "process_resident_memory_bytes", snap["rss_bytes"], component=name
                 )
+                self._store_sample(name, float(snap.get("at") or time.time()), snap["rss_bytes"])
             self.metrics.set_gauge(
                 "memory_leak_slope_bytes_per_second",
                 snap.get("slope_bytes_per_s") or 0.0,
@@ -258,6 +262,15 @@ class Watcher:
                     self.metrics.set_gauge(
                         "disk_free_ratio", figures["free"] / figures["total"], path=path
                     )
+
+    def _store_sample(self, name: str, at: float, rss: int) -> None:
+        if at - self._stored_at.get(name, 0.0) < self.sample_interval:
+            return
+        self._stored_at[name] = at
+        try:
+            self.store.add_memory_sample(name, at, rss)
+        except Exception as exc:  # noqa: BLE001 - a busy store must not stop the monitor
+            log.warning("%s: memory sample not stored: %s", name, exc)
 
     def snapshot(self, name: str) -> dict[str, Any]:
         """Every monitor's latest figures for one component (status document)."""

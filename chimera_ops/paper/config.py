@@ -54,6 +54,7 @@ class EngineConfig:
     flush_interval: float
     stale_after: float
     connect_timeout: float
+    exchange_rate_limit: int = 600  # requests/min the simulated exchange declares
 
 
 def parse_symbols(value: str) -> tuple[str, ...]:
@@ -147,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds to wait for PostgreSQL/Redis at start (default 5)",
     )
+    parser.add_argument(
+        "--exchange-rate-limit",
+        type=_positive_int,
+        default=600,
+        help="requests per minute the simulated exchange allows (default 600)",
+    )
     return parser
 
 
@@ -179,4 +186,5 @@ def load_config(argv: list[str] | None = None) -> EngineConfig:
         flush_interval=args.flush_interval,
         stale_after=args.stale_after,
         connect_timeout=args.connect_timeout,
+        exchange_rate_limit=args.exchange_rate_limit,
     )

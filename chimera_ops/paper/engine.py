@@ -18,6 +18,7 @@ from chimera_ops.paper.cache import RedisCache
 from chimera_ops.paper.config import EngineConfig
 from chimera_ops.paper.feed import PriceFeed
 from chimera_ops.paper.metrics import EngineMetrics
+from chimera_ops.paper.ratelimit import RequestMeter
 from chimera_ops.paper.store import PersistedState, PgStore, one_line
 from chimera_ops.paper.strategy import Quote, QuotingStrategy
 
@@ -75,6 +76,12 @@ class Engine:
         self.strategy = QuotingStrategy(cfg.seed, cfg.orders_per_tick, cfg.max_open_per_symbol)
         self.buffer = WriteBuffer()
         self.metrics.pending_writes.set_function(self.buffer.pending)
+        self.requests = RequestMeter()
+        self.metrics.exchange_limit.set(cfg.exchange_rate_limit)
+        self.metrics.exchange_per_minute.set_function(
+            lambda: self.requests.per_minute(time.monotonic())
+        )
+        self.metrics.exchange_peak.set_function(self.requests.peak)
         self.boot_id = uuid.uuid4().hex[:12]
         self._order_seq = itertools.count(1)
         self._fill_seq = itertools.count(1)
@@ -234,12 +241,18 @@ class Engine:
         self.book.add(order)
         self.buffer.add_order(order)
         self.metrics.orders.labels(quote.symbol).inc()
+        self._exchange_request()
 
     def _cancel(self, order: Order, now: datetime) -> None:
         order.status, order.updated_at = "cancelled", now
         self.book.remove(order)
         self.buffer.add_order(order)
         self.metrics.cancels.inc()
+        self._exchange_request()
+
+    def _exchange_request(self) -> None:
+        self.requests.hit(time.monotonic())
+        self.metrics.exchange_requests.inc()
 
     def _fill(self, order: Order, now: datetime) -> None:
         order.status, order.updated_at = "filled", now

@@ -75,6 +75,24 @@ class EngineMetrics:
             registry=r,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.exchange_requests = Counter(
+            "paper_exchange_requests",
+            "Requests to the simulated exchange (each order placed or cancelled)",
+            registry=r,
+        )
+        self.exchange_per_minute = Gauge(
+            "paper_exchange_requests_per_minute", "Exchange requests in the last 60 s", registry=r
+        )
+        self.exchange_peak = Gauge(
+            "paper_exchange_requests_peak_per_minute",
+            "Highest exchange requests per rolling minute over the last week",
+            registry=r,
+        )
+        self.exchange_limit = Gauge(
+            "paper_exchange_rate_limit_per_minute",
+            "Requests per minute the exchange allows (declared)",
+            registry=r,
+        )
         self.leaked_bytes = Gauge(
             "paper_fault_leaked_bytes", "Bytes held by the leak fault", registry=r
         )
