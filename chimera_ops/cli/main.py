@@ -34,7 +34,6 @@ COMMANDS = {
     "collect-logs": "bundle_cmd:collect_logs",
     "logs": "logs_cmd:logs",
     "maintenance": "maintenance_cmd:maintenance",
-    "maintenance": "maintenance_cmd:maintenance",
     "runbook": "runbook_cmd:runbook",
     "install-service": "service_cmd:install_service",
     "completion": "completion_cmd:completion",
