@@ -87,15 +87,16 @@ def list_cmd(as_json: bool) -> None:
     else:
         from rich.table import Table
 
-        table = Table("runbook", "title", "alerts", "incidents", "steps")
+        table = Table("runbook", "steps", "alerts", "incidents", "title")
+        table.columns[0].no_wrap = True
         for r in rows:
             planned = f" ({r['planned_steps']} planned)" if r["planned_steps"] else ""
             table.add_row(
                 r["name"],
-                r["title"],
+                f"{r['steps']}{planned}",
                 ", ".join(r["alerts"]) or "-",
                 ", ".join(r["incidents"]) or "-",
-                f"{r['steps']}{planned}",
+                r["title"],
             )
         out = stdout_console()
         out.print(table)

@@ -307,3 +307,26 @@ def test_malformed_block_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(RunbookError, match=r"broken.md:3: .*step="):
         page.write_text("# Broken\n\n```sh {step=fix id=a}\nls\n```\n")
         parse_runbook(page)
+
+
+def test_alert_headers_match_the_rules() -> None:
+    """A runbook's **Alerts:** names real rules, and each rule's runbook lists that rule."""
+    doc = yaml.safe_load(ALERTS.read_text())
+    rules: dict[str, set[str]] = {}
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            value = " ".join(str(rule["annotations"]["runbook"]).split())
+            parts = re.split(r"\{\{.*?\}\}", value)
+            branches = parts[1:-1] if len(parts) >= 3 else [""]
+            names = {
+                Path(parts[0] + b + parts[-1]).stem if len(parts) >= 3 else Path(value).stem
+                for b in branches
+            }
+            rules.setdefault(rule["alert"], set()).update(names)
+    books = {p.stem: parse_runbook(p) for p in runbook_files()}
+    for name, book in books.items():
+        unknown = set(book.alerts) - set(rules)
+        assert not unknown, f"{name}.md lists alerts that are not rules: {sorted(unknown)}"
+    for alert, names in rules.items():
+        for name in names:
+            assert alert in books[name].alerts, f"{name}.md does not list {alert} in **Alerts:**"

@@ -19,8 +19,9 @@ documentation only and is never run. Attributes (see runbooks/README.md):
 - `retry=DURATION` (checks, verifies): poll until it passes or the time is up;
 - `timeout=DURATION`: the limit of one run of the command (default 120 s).
 
-The header lines `**Alerts:**`, `**Incidents:**` and `**Variables:**` (defaults, as
-`` `name=value` ``) come before the first step.
+The header lines come before the first step: `**Alerts:**` (the alert names, in backticks),
+`**Incidents:**` (comma-separated), `**Variables:**` (`` `name=value` `` defaults, `` `name` ``
+for one that `--set` must give).
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def parse_runbook(path: Path) -> Runbook:
             elif not steps:
                 when = raw.split("**When:**", 1)[1].strip() if "**When:**" in raw else when
                 if raw.startswith("**Alerts:**"):
-                    alerts = _header_list(raw.split(":**", 1)[1])
+                    alerts = tuple(_REQUIRED.findall(raw))  # the `Name`s; the rest is prose
                 elif raw.startswith("**Incidents:**"):
                     incidents = _header_list(raw.split(":**", 1)[1])
                 elif raw.startswith("**Variables:**"):
