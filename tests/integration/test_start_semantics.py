@@ -125,12 +125,17 @@ def test_monit_like_liveness_kills_once_per_freeze_and_never_crash_loops(agent_f
     ).start()
     client = AgentClient(agent.state_dir, timeout=5)
     for n in range(1, 6):
+        # Frozen only once the agent's own liveness probe has seen this process answer:
+        # before that its failures are inside the start grace by design (start_period).
         frozen = wait_for(
             lambda: (
-                (c := _component(client, "victim"))["state"] == "running" and _answers(port) and c
+                (c := _component(client, "victim"))["state"] == "running"
+                and c["health"]["liveness"]["status"] == "passing"
+                and _answers(port)
+                and c
             ),
             timeout=20,
-            what="victim running and answering",
+            what="victim running, answering and its liveness passing",
         )
         os.kill(frozen["pid"], signal.SIGSTOP)
         replaced = wait_for(
