@@ -176,7 +176,11 @@ def test_freeze_kill_steps_are_events_and_the_reason_is_the_liveness_one(agent_f
             }
         }
     ).start()
-    frozen = agent.wait_state("engine", "running")
+    agent.wait_state("engine", "running")
+    frozen = wait_for(
+        lambda: (c := agent.component("engine"))["health"]["liveness"]["status"] == "passing" and c,
+        what="liveness passing (a freeze inside the start grace waits for start_period)",
+    )
     os.kill(frozen["pid"], signal.SIGSTOP)
     wait_for(
         lambda: (

@@ -47,7 +47,13 @@ def test_state_dir_logs_store_and_incidents_are_private(agent_factory, operator_
     engine = {"runtime": "process", "command": child("http", port), "liveness": liveness}
     agent = agent_factory({"components": {"engine": {**engine, "stop": {"grace": "1s"}}}})
     agent.start()
-    frozen = agent.wait_state("engine", "running")
+    agent.wait_state("engine", "running")
+    # Frozen once its liveness probe has passed: inside the start grace a freeze waits for
+    # start_period (30 s) before it counts.
+    frozen = wait_for(
+        lambda: (c := agent.component("engine"))["health"]["liveness"]["status"] == "passing" and c,
+        what="liveness passing",
+    )
     os.kill(frozen["pid"], signal.SIGSTOP)  # liveness kills it, capturing an incident first
     wait_for(
         lambda: any(e["kind"] == "incident" for e in agent.events("engine")),

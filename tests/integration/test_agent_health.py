@@ -22,7 +22,12 @@ from tests.services import free_port, private_postgres
 
 def _freeze_until_replaced(agent, timeout: float = 30.0) -> dict:
     """SIGSTOP the running engine; wait until a new pid runs; check liveness killed the old one."""
-    frozen = agent.wait_state("engine", "running")
+    agent.wait_state("engine", "running")
+    # Frozen once the agent's liveness probe has seen it answer (before, the start grace holds).
+    frozen = wait_for(
+        lambda: (c := agent.component("engine"))["health"]["liveness"]["status"] == "passing" and c,
+        what="liveness passing",
+    )
     os.kill(frozen["pid"], signal.SIGSTOP)
 
     def replaced():
