@@ -25,6 +25,7 @@ from chimera_ops.cli.common import (
     pass_cli,
     stdout_console,
 )
+from chimera_ops.cli.complete import complete_runbook
 
 STATUS_STYLE = {
     "ok": "green",
@@ -106,7 +107,7 @@ def list_cmd(as_json: bool) -> None:
 
 
 @runbook.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_runbook)
 @json_option
 def show(name: str, as_json: bool) -> None:
     """Render one runbook in the terminal, its steps listed after it."""
@@ -167,7 +168,7 @@ def _step_doc(step: Any) -> dict[str, Any]:
 
 
 @runbook.command("run")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_runbook)
 @click.option("--dry-run", is_flag=True, help="Print the plan, variables filled; run nothing.")
 @click.option("--checks", is_flag=True, help="With --dry-run: run the read-only steps.")
 @click.option("--yes", is_flag=True, help="Do not ask before destructive steps.")

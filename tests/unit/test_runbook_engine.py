@@ -195,3 +195,24 @@ def test_a_held_procedure_lock_refuses_a_run_that_changes_the_stack(tmp_path: Pa
         other.release(holder)
     result, _ = run(tmp_path, body, lock=lock)
     assert result.state == "succeeded" and lock.current() is None  # released at the end
+
+
+def test_list_reports_a_malformed_page_with_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from chimera_ops.cli.main import cli
+
+    page(tmp_path, block("step=check id=ok", "true"), name="good")
+    page(tmp_path, block("step=check id=x wat", "true"), name="bad")
+    monkeypatch.setenv("CHIMERA_OPS_RUNBOOKS", str(tmp_path))
+    result = CliRunner().invoke(cli, ["runbook", "list", "--json"])
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.output)
+    assert [r["name"] for r in doc["runbooks"]] == ["good"]
+    assert doc["errors"][0]["line"] == 6 and "'wat'" in doc["errors"][0]["error"]
+    result = CliRunner().invoke(cli, ["runbook", "list"])
+    assert result.exit_code == 1 and "bad.md:6" in result.output
