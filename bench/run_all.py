@@ -26,6 +26,7 @@ MODULES: list[tuple[str, str, float]] = [
     ("bench_docker.py", "docker.md", 600.0),
     ("bench_backup.py", "backup.md", 1500.0),
     ("bench_safe_restart.py", "safe_restart.md", 600.0),
+    ("bench_bundle.py", "bundle.md", 1200.0),
     ("bench_runbooks.py", "runbooks.md", 600.0),
 ]
 """(module, the results file it writes, timeout in seconds)."""

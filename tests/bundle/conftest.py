@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.bundle.corpus import ENGINE, Corpus
+from tests.harness import REPO
 
 
 def stack_config(tmp: Path, corpus: Corpus, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -54,6 +56,20 @@ def stack_config(tmp: Path, corpus: Corpus, extra: dict[str, Any] | None = None)
     }
     config.update(extra or {})
     return config
+
+
+def chimera(
+    config: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`chimera-ops --config CONFIG ARGS...` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "chimera_ops", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(REPO),
+        env={**(env if env is not None else os.environ), "COLUMNS": "200"},
+    )
 
 
 def extract(bundle: Path, into: Path) -> Path:

@@ -7,37 +7,20 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from tests.bundle.conftest import extract, leaks, stack_config
+from tests.bundle.conftest import chimera, extract, leaks, stack_config
 from tests.bundle.corpus import Corpus
-from tests.harness import REPO, AgentProcess, wait_for
+from tests.harness import AgentProcess, wait_for
 from tests.services import private_postgres
 
 
 def collect(
     config: Path, out: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chimera_ops",
-            "--config",
-            str(config),
-            "collect-logs",
-            "--out",
-            str(out),
-            "--json",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=str(REPO),
-        env={**(env or os.environ), "COLUMNS": "200"},
+    return chimera(
+        config, "collect-logs", "--out", str(out), "--json", *args, env=env, timeout=timeout
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.bundle.conftest import extract
+from tests.bundle.conftest import chimera, extract
 from tests.harness import REPO
 
 
@@ -57,13 +57,7 @@ def stack(short_tmp: Path) -> tuple[Path, Path]:
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "chimera_ops", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(REPO),
-    )
+    return chimera(config, *args)
 
 
 def test_since_skips_old_rotations_and_cuts_inside_one(
@@ -185,3 +179,67 @@ def test_self_test_command(stack: tuple[Path, Path]) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["ok"] and len(report["checks"]) == 9
+
+
+def test_without_a_gzip_binary_zlib_writes_the_same_archive(
+    stack: tuple[Path, Path], short_tmp: Path
+) -> None:
+    config, logs = stack
+    out = str(short_tmp / "o")
+    env = {**os.environ, "PATH": str(short_tmp / "empty")}
+    done = chimera(config, "collect-logs", "--out", out, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    root = extract(Path(json.loads(done.stdout)["bundle"]), short_tmp / "x")
+    assert (root / "logs/engine/engine.log").read_bytes() == (logs / "engine.log").read_bytes()
+    manifest = json.loads((root / "manifest.json").read_text())
+    dmesg = next(c for c in manifest["collectors"] if c["name"] == "dmesg")
+    assert dmesg["status"] == "error" and "dmesg" in dmesg["error"]  # a missing command is a line
+
+
+def test_follow_goes_through_a_rotation(stack: tuple[Path, Path]) -> None:
+    import threading
+
+    from tests.harness import wait_for
+
+    config, logs = stack
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chimera_ops",
+            "--config",
+            str(config),
+            "logs",
+            "engine",
+            "--follow",
+            "--tail",
+            "1",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(REPO),
+    )
+    seen: list[str] = []
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(
+        target=lambda: seen.extend(json.loads(x)["text"] for x in stdout), daemon=True
+    )
+    reader.start()
+    try:
+        wait_for(lambda: seen, what="the tail")
+        old = open(logs / "engine.log", "a")  # noqa: SIM115 - the agent's open file, kept across the rename
+        old.write(f"{stamp(time.time())} stdout after-1\n")
+        old.flush()
+        wait_for(lambda: "after-1" in seen, what="a new line")
+        os.rename(logs / "engine.log", logs / "engine.log.1")  # rotation
+        old.write(f"{stamp(time.time())} stdout last-of-old\n")
+        old.close()
+        with open(logs / "engine.log", "w") as new:
+            new.write(f"{stamp(time.time())} stdout first-of-new\n")
+        wait_for(lambda: "first-of-new" in seen, what="the new file's line")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert seen == ["line 0300 price=64123.50 qty=2", "after-1", "last-of-old", "first-of-new"]

@@ -147,6 +147,7 @@ def plan_docker_log(
                 stderr=True,
                 timestamps=True,
                 stream=True,
+                follow=False,  # the SDK follows a stream by default
                 since=int(since_ts) if since_ts else None,
             )
             spool, total = _spool_tail(stream, cap)
