@@ -26,6 +26,14 @@ def test_container_logs_inspect_and_ps_redacted(docker: Docker, short_tmp: Path)
         ),
     )
 
+    labels = [
+        "--label",
+        "com.docker.compose.project=cb",
+        "--label",
+        "com.docker.compose.service=api",
+    ]
+    docker.run("co-bundle-api", *labels, command="echo 'api ready on 8080'; exec sleep 1000000")
+
     def printed() -> bool:
         done = subprocess.run(
             ["docker", "-H", docker.host, "logs", "co-bundle"],
@@ -33,7 +41,13 @@ def test_container_logs_inspect_and_ps_redacted(docker: Docker, short_tmp: Path)
             text=True,
             timeout=30,
         )
-        return "Bearer" in done.stderr and "BITGET_API_KEY" in done.stdout
+        api = subprocess.run(
+            ["docker", "-H", docker.host, "logs", "co-bundle-api"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return "Bearer" in done.stderr and "BITGET_API_KEY" in done.stdout and "ready" in api.stdout
 
     poll(printed, what="the container's output")
     config = short_tmp / "chimera-ops.yaml"
@@ -41,7 +55,10 @@ def test_container_logs_inspect_and_ps_redacted(docker: Docker, short_tmp: Path)
         yaml.safe_dump(
             {
                 "agent": {"state_dir": str(short_tmp / "var"), "docker": {"host": docker.host}},
-                "components": {"web": {"runtime": "docker", "container": "co-bundle"}},
+                "components": {
+                    "web": {"runtime": "docker", "container": "co-bundle"},
+                    "api": {"runtime": "docker", "compose": {"project": "cb", "service": "api"}},
+                },
             }
         )
     )
@@ -53,6 +70,9 @@ def test_container_logs_inspect_and_ps_redacted(docker: Docker, short_tmp: Path)
     assert "order_id=ord-9 price=64123.50 size=0.01" in log and "BITGET_API_KEY=***" in log
     inspect = json.loads((root / "docker/inspect-web.json").read_text())
     assert "BITGET_API_SECRET=***" in inspect["Config"]["Env"]
+    api = json.loads((root / "docker/inspect-api.json").read_text())
+    assert api["Name"] == "/co-bundle-api"  # found by its compose labels
+    assert "api ready on 8080" in (root / "logs/api/docker.log").read_text()
     ps = json.loads((root / "docker/ps.json").read_text())
     assert any("/co-bundle" in (c["names"] or []) for c in ps)
     manifest = json.loads((root / "manifest.json").read_text())

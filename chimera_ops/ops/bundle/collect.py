@@ -252,18 +252,14 @@ class BundleRun:
             *_service_collectors(self.cfg, timeout),
         ]
         containers = {
-            n: self.cfg.components[n].container_ref
+            n: self.cfg.components[n]
             for n in self.names
             if self.cfg.components[n].runtime == "docker"
         }
         if containers:
-            containers = {
-                n: str(self.cfg.components[n].container or self.cfg.components[n].container_ref)
-                for n in containers
-            }
             host = _docker_host(self.cfg)
             jobs.append(
-                col.Collector("docker", timeout, lambda: services.docker_engine(host, containers))
+                col.Collector("docker", timeout, partial(services.docker_engine, host, containers))
             )
         thread = threading.Thread(
             target=lambda: self._collected.extend(col.run_collectors(jobs)), daemon=True

@@ -144,10 +144,12 @@ def rabbitmq(url: str, user: str, password: str, vhost: str) -> Output:
     return Output({f"rabbitmq/{_slug(url)}.json": to_json(data)}, data)
 
 
-def docker_engine(host: str, containers: dict[str, str]) -> Output:
-    """`docker version`, `docker ps -a`, and `inspect` of each component's container (the
-    environment's values removed: only the names are kept)."""
+def docker_engine(host: str, containers: dict[str, Any]) -> Output:
+    """`docker version`, `docker ps -a`, and `inspect` of each component's container (by name
+    or compose labels; the environment's values removed: only the names are kept)."""
     import docker
+
+    from chimera_ops.ops.bundle.logparts import container_ident
 
     client = docker.DockerClient(base_url=host, timeout=10)
     try:
@@ -164,10 +166,10 @@ def docker_engine(host: str, containers: dict[str, str]) -> Output:
             for c in client.api.containers(all=True)
         ]
         parts = {"docker/version.json": to_json(version), "docker/ps.json": to_json(ps)}
-        for component, ident in containers.items():
+        for component, config in containers.items():
             try:
-                info = client.api.inspect_container(ident)
-            except docker.errors.DockerException as exc:
+                info = client.api.inspect_container(container_ident(client.api, config))
+            except (docker.errors.DockerException, LookupError) as exc:
                 parts[f"docker/inspect-{component}.json"] = to_json({"error": str(exc)})
                 continue
             config = info.get("Config") or {}
