@@ -228,7 +228,8 @@ def main() -> int:
         verdict = (
             f"with the default control timeout the runbook's engine is healthy {gap:+.2f} s vs "
             f"the agent alone ({'not slower' if gap <= 0.5 else 'slower'}; no prompts with "
-            "--yes): the difference is the halt it attempts first (see the steps)"
+            "--yes): the difference is what the agent skips, the halt it attempts first and the "
+            "bundle it captures (see the steps)"
         )
     else:
         verdict = "incomplete"
@@ -260,7 +261,8 @@ def main() -> int:
             verdict="see the rows",
             notes=[
                 "`halt` fails against the frozen engine (its HTTP call times out) and is "
-                "`may-fail`; `capture` is planned and never run."
+                "`may-fail`; `capture-bundle` is `collect-logs` of the engine before the "
+                "restart; `capture` (`incidents capture`) is planned and never run."
             ],
         ),
     ]

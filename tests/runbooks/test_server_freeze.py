@@ -31,6 +31,9 @@ def test_frozen_engine_is_found_restarted_and_verified(slow_liveness_stack) -> N
     status = {s["id"]: s["status"] for s in doc["steps"]}
     assert status["frozen"] == "ok"  # the check found it frozen
     assert status["capture"] == "skipped"  # planned: never faked
+    assert status["capture-bundle"] == "ok"
+    bundles = list(agent.state_dir.glob("chimera-bundle-*.tar.gz"))
+    assert len(bundles) == 1 and bundles[0].stat().st_size > 0
     assert status["restart"] == "ok"
     assert status["answers"] == "ok" and status["all-running"] == "ok"
     engine = agent.component("engine")
