@@ -101,7 +101,7 @@ def execute(command: Command, config_path: str | None) -> tuple[int | None, str,
     """Run one command without a shell (unless it is a shell step): exit code, output, seconds."""
     argv = real_argv(command.argv, config_path)
     started = time.monotonic()
-    env = {**os.environ, "COLUMNS": "120", "CHIMERA_OPS_RUNBOOK": "1"}
+    env = {**os.environ, "COLUMNS": "160", "CHIMERA_OPS_RUNBOOK": "1"}
     try:
         proc = subprocess.Popen(
             argv,
