@@ -297,6 +297,7 @@ def history(cli_ctx: CliContext, limit: int, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table("run", "runbook", "state", "started", "stopped at", "user")
+    table.columns[0].no_wrap = table.columns[1].no_wrap = True
     for r in runs:
         params, res = r["params"], r["result"] or {}
         state = r["state"] + (" (dry run)" if params.get("dry_run") else "")
