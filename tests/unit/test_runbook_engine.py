@@ -216,3 +216,15 @@ def test_list_reports_a_malformed_page_with_file_and_line(
     assert doc["errors"][0]["line"] == 6 and "'wat'" in doc["errors"][0]["error"]
     result = CliRunner().invoke(cli, ["runbook", "list"])
     assert result.exit_code == 1 and "bad.md:6" in result.output
+
+
+def test_commands_that_take_the_lock_themselves_are_lent_it() -> None:
+    from chimera_ops.ops.runbook.runner import real_argv, self_locking
+
+    assert self_locking(("chimera-ops", "restart", "--safe", "--yes"))
+    assert self_locking(("chimera-ops", "restore", "ID", "--yes"))
+    assert self_locking(("chimera-ops", "maintenance", "weekly", "--fix"))
+    assert not self_locking(("chimera-ops", "restart", "engine"))
+    assert not self_locking(("restore",))
+    argv = real_argv(("chimera-ops", "status"), "/etc/c.yaml")
+    assert argv[1:] == ["-m", "chimera_ops", "--config", "/etc/c.yaml", "status"]

@@ -155,6 +155,7 @@ class Runner:
         self.emit = emit
         self.lock = lock
         self.holder: Any = None
+        self.lost_lock: str | None = None
 
     def start_index(self) -> int:
         if self.opt.from_step is None:
@@ -219,6 +220,10 @@ class Runner:
             result.steps.append(outcome)
             self.emit("result", {"step": step, "result": outcome})
             nxt = self._next(step, outcome, result)
+            if nxt is not None and self.lost_lock:
+                result.state, result.stopped_at = "failed", step.id
+                result.message = f"after step {step.id} the procedure lock could not be taken back: {self.lost_lock}"
+                return
             if nxt is None:
                 return
             index = nxt
@@ -249,8 +254,8 @@ class Runner:
         try:
             outcome = self._attempts(step, command)
         finally:
-            if lent:
-                self._take_lock()
+            if lent and (refused := self._take_lock()):
+                self.lost_lock = refused
         self.rec.step(seq, self.book, outcome, real_argv(command.argv, self.opt.config_path))
         return outcome
 
