@@ -8,7 +8,6 @@ known one: `unknown field (not allowed here); did you mean 'policy'?`.
 
 from __future__ import annotations
 
-import difflib
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -142,6 +141,8 @@ def closest_field(root: type[BaseModel], path: tuple[Any, ...], key: Any) -> str
     known = fields_at(root, path)
     # Case folded: `Policy` is as likely a typo of `policy` as `polcy` is.
     by_folded = {name.lower(): name for name in known}
+    import difflib  # only on an error: the agent and `status` never pay for it
+
     match = difflib.get_close_matches(key.lower(), list(by_folded), n=1, cutoff=0.6)
     return by_folded[match[0]] if match else None
 
