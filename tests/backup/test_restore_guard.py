@@ -30,8 +30,8 @@ def test_restore_is_refused_while_the_engine_trades(stack: Stack) -> None:
     stack.config_path.write_text(yaml.safe_dump(config))
     agent = AgentProcess(stack.directory, config)
     assert agent.config_path == stack.config_path
-    agent.start()
     try:
+        agent.start()  # inside the try: a failed start must not leave the agent running
         agent.wait_state("engine", "running", timeout=60)
         code, summary = stack.json("backup")
         assert code == 0, summary
