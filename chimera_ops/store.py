@@ -127,6 +127,11 @@ CREATE TABLE IF NOT EXISTS maintenance_results (
     data TEXT,
     PRIMARY KEY (run, check_name)
 );
+CREATE TABLE IF NOT EXISTS maintenance_schedules (
+    schedule TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    installed_at REAL NOT NULL
+);
 """
 
 MEMORY_SAMPLES_KEEP = 8 * 86400.0  # a week of the agent's own samples, and a day of margin

@@ -89,6 +89,10 @@ def build_app(agent: Agent, tcp: bool = False) -> Starlette:
             from chimera_ops.agent.backup_metrics import export_backup_figures
 
             export_backup_figures(agent.config, agent.store, agent.metrics)
+        if agent.store is not None:
+            from chimera_ops.agent.maintenance_metrics import export_maintenance_figures
+
+            export_maintenance_figures(agent.store, agent.metrics)
         return Response(agent.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def events(request: Request) -> Response:

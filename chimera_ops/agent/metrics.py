@@ -90,6 +90,25 @@ METRICS: tuple[MetricSpec, ...] = (
         "Procedures the agent died in, not yet followed by an operator action",
         ("procedure",),
     ),
+    # Maintenance (`maintenance weekly|monthly`, run by cron or a timer; from the store, per scrape).
+    MetricSpec(
+        "maintenance_check_status",
+        Gauge,
+        "Newest result of a maintenance check: 0 ok, 1 unknown, 2 warning, 3 critical",
+        ("schedule", "check"),
+    ),
+    MetricSpec(
+        "maintenance_last_run_timestamp_seconds",
+        Gauge,
+        "When the newest run of a maintenance schedule finished",
+        ("schedule",),
+    ),
+    MetricSpec(
+        "maintenance_scheduled_timestamp_seconds",
+        Gauge,
+        "When `maintenance install` scheduled the runs (the dead man's switch counts from it)",
+        ("schedule",),
+    ),
     MetricSpec("agent_tick_lag_seconds", Gauge, "How late the last agent tick started", ()),
     MetricSpec(
         "docker_engine_up", Gauge, "1 when the Docker engine of docker components answers", ()

@@ -48,10 +48,23 @@ def maintenance() -> None:
 
 
 def _run(
-    cli_ctx: CliContext, schedule: str, fix: bool, dry_run: bool, yes: bool, as_json: bool
+    cli_ctx: CliContext,
+    schedule: str,
+    options: dict[str, Any],
+    as_json: bool,
 ) -> None:
-    from chimera_ops.ops.maintenance.runner import RunOverlap, run_schedule
+    from chimera_ops.ops.maintenance.runner import CHECKS, RunOverlap, run_schedule
 
+    fix, dry_run, yes = options["fix"], options["dry_run"], options["yes"]
+    only = set(options["only"]) or None
+    known = [cls.name for cls in CHECKS[schedule]]
+    if only and (unknown := sorted(only - set(known))):
+        fail(
+            f"unknown {schedule} check {', '.join(unknown)}: known are {', '.join(known)}",
+            EXIT_USAGE,
+            None,
+            as_json,
+        )
     config = cli_ctx.config()
     if fix and not dry_run and not yes:
         if not sys.stdin.isatty():
@@ -62,7 +75,7 @@ def _run(
             fail("nothing changed", EXIT_USAGE, None, as_json)
     try:
         report = run_schedule(
-            config, schedule, fix=fix, dry_run=dry_run, user=os.environ.get("USER")
+            config, schedule, fix=fix, dry_run=dry_run, user=os.environ.get("USER"), only=only
         )
     except RunOverlap as exc:
         fail(str(exc), EXIT_PROBLEM, "wait for it to finish", as_json)
@@ -107,10 +120,23 @@ def _schedule_command(schedule: str) -> click.Command:
     @click.option("--fix", is_flag=True, help="Repair what the checks may repair.")
     @click.option("--dry-run", is_flag=True, help="List what --fix would change; change nothing.")
     @click.option("--yes", is_flag=True, help="Do not ask before --fix.")
+    @click.option(
+        "--only",
+        multiple=True,
+        metavar="CHECK",
+        help="Run only this check (repeatable); shown, not recorded as the schedule's run.",
+    )
     @json_option
     @pass_cli
-    def command(cli_ctx: CliContext, fix: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
-        _run(cli_ctx, schedule, fix, dry_run, yes, as_json)
+    def command(
+        cli_ctx: CliContext,
+        fix: bool,
+        dry_run: bool,
+        yes: bool,
+        only: tuple[str, ...],
+        as_json: bool,
+    ) -> None:
+        _run(cli_ctx, schedule, {"fix": fix, "dry_run": dry_run, "yes": yes, "only": only}, as_json)
 
     command.__doc__ = f"Run every {schedule} check (exit 0 all ok, 1 any not ok, 2 usage)."
     return click.command(schedule)(command)
@@ -173,6 +199,24 @@ def _install_options(func: Any) -> Any:
     return func
 
 
+def _remember_schedule(state_dir: Path, kind: str, installed: bool) -> None:
+    """Tell the agent (through the store) that runs are expected from now on, or no more."""
+    import time
+
+    from chimera_ops.ops.maintenance.base import SCHEDULES
+    from chimera_ops.ops.maintenance.history import forget_schedule, record_schedule
+    from chimera_ops.store import Store
+
+    store = Store.open_in(state_dir)
+    try:
+        if installed:
+            record_schedule(store, SCHEDULES, kind, time.time())
+        else:
+            forget_schedule(store, kind)
+    finally:
+        store.close()
+
+
 @maintenance.command("install")
 @_install_options
 def install(
@@ -182,10 +226,13 @@ def install(
     from chimera_ops.ops.maintenance import install as inst
 
     kind = _kind(cron, systemd)
+    # Validated now (exit 2 on an error): a schedule that runs a broken config only fails later.
+    state_dir = cli_ctx.config().agent.state_dir
     config = str(Path(cli_ctx.config_path or "chimera-ops.yaml").resolve())
     files = inst.plan(kind, Path(root), config)
     if not dry_run:
         inst.write(files)
+        _remember_schedule(state_dir, kind, installed=True)
     if as_json:
         emit_json(
             {
@@ -214,8 +261,11 @@ def uninstall(
     """Remove the crontab entry or the timer units."""
     from chimera_ops.ops.maintenance import install as inst
 
-    files = inst.plan(_kind(cron, systemd), Path(root))
+    kind = _kind(cron, systemd)
+    files = inst.plan(kind, Path(root))
     gone = [f.path for f in files if f.path.exists()] if dry_run else inst.remove(files)
+    if not dry_run:
+        _remember_schedule(cli_ctx.config().agent.state_dir, kind, installed=False)
     if as_json:
         emit_json({"dry_run": dry_run, "removed": [str(p) for p in gone]})
     else:

@@ -1,7 +1,8 @@
 """Every panel of deploy/grafana/chimera-ops.json, asked of a real Prometheus that scrapes a
 real agent over a stack that exercises each metric (probes, a leaking child, PostgreSQL and
-Redis pools, a disk monitor, an engine with the trading contract, a verified backup set): each
-expression parses and returns data."""
+Redis pools, a disk monitor, an engine with the trading contract, a verified backup set, a
+recorded maintenance run and schedule, a procedure run): each expression parses and returns
+data."""
 
 from __future__ import annotations
 
@@ -82,8 +83,19 @@ def test_every_panel_query_parses_and_returns_data(
     assert made.returncode == 0, made.stdout + made.stderr
     verified = run_cli(agent.config_path, "backup", "verify", "latest", "--json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    # A recorded maintenance run and an installed schedule (into a temp root) for the
+    # maintenance panels; exit 1 is fine (some checks are not ok on this stack).
+    weekly = run_cli(agent.config_path, "maintenance", "weekly", "--json")
+    assert weekly.returncode in (0, 1), weekly.stdout + weekly.stderr
+    installed = run_cli(
+        agent.config_path, "maintenance", "install", "--cron", "--root", str(short_tmp / "root")
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
     agent.start()
     agent.wait_state("engine", "running")
+    # One procedure run (a staged start) for the procedures panel.
+    staged = run_cli(agent.config_path, "start", "--all", "--json")
+    assert staged.returncode == 0, staged.stdout + staged.stderr
 
     config = short_tmp / "prometheus.yml"
     config.write_text(

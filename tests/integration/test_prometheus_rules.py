@@ -33,6 +33,7 @@ RUNBOOKS = {
     "memory-leak",
     "disk-full",
     "full-restart",
+    "maintenance",
 }
 
 

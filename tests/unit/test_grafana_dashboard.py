@@ -15,10 +15,6 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "chimer
 # Metrics with no panel, and why.
 NOT_ON_THE_DASHBOARD = {
     "docker_engine_up": "only with docker components; alerted on instead",
-    # Procedures (issue 11) are still being built: their panel comes with them.
-    "procedure_runs": "issue 11",
-    "procedure_duration_seconds": "issue 11",
-    "procedure_interrupted": "issue 11",
 }
 
 

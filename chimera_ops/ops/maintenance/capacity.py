@@ -37,7 +37,7 @@ class RateLimitCheck(Check):
     """Weekly: the engine's peak exchange requests per minute against its limit."""
 
     name = "rate_limit"
-    runbook = "emergency-stop.md"
+    runbook = "rate-limit.md"
 
     def decide(self, peaks: dict[str, tuple[float, float]], margin: int) -> Result:
         """Pure: each engine's (peak, declared limit); over the margin warning, over the limit

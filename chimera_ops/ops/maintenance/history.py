@@ -135,3 +135,26 @@ def latest(store: Store) -> dict[str, tuple[float, dict[str, str]]]:
             {c["check"]: c["status"] for c in _results(store, r["id"])},
         )
     return out
+
+
+def record_schedule(store: Store, schedules: tuple[str, ...], method: str, at: float) -> None:
+    """`maintenance install` scheduled these runs: the dead man's switch counts from `at`
+    until a first run is recorded (a schedule that never runs must alert too)."""
+    store.connection.executemany(
+        "INSERT OR REPLACE INTO maintenance_schedules(schedule, method, installed_at)"
+        " VALUES (?,?,?)",
+        [(schedule, method, at) for schedule in schedules],
+    )
+
+
+def forget_schedule(store: Store, method: str) -> None:
+    """`maintenance uninstall`: nothing is expected to run any more."""
+    store.connection.execute("DELETE FROM maintenance_schedules WHERE method = ?", (method,))
+
+
+def scheduled(store: Store) -> dict[str, float]:
+    """{schedule: when it was installed} for the schedules `maintenance install` wrote."""
+    rows = store.connection.execute(
+        "SELECT schedule, installed_at FROM maintenance_schedules"
+    ).fetchall()
+    return {r["schedule"]: float(r["installed_at"]) for r in rows}

@@ -102,13 +102,15 @@ class MemoryLeakCheck(Check):
         )
 
     def run(self, ctx: Context) -> Result:
-        since = ctx.now - ctx.config.maintenance.leak_window
+        window_start = ctx.now - ctx.config.maintenance.leak_window
+        # Only the running process's own samples: a restart (by --fix or anyone) ends a trend.
+        born = {c.component: c.create_time or 0.0 for c in ctx.store.children()}
         trends: dict[str, tuple[Trend | None, LeakConfig, int]] = {}
         for name, comp in ctx.config.components.items():
             memory = comp.monitors.memory if comp.monitors is not None else None
             if memory is None:
                 continue
-            samples = ctx.store.memory_samples(name, since)
+            samples = ctx.store.memory_samples(name, max(window_start, born.get(name, 0.0)))
             trends[name] = (analyse(samples, limit=memory.limit), memory.leak, memory.limit)
         result = self.decide(trends)
         if ctx.fix and not ctx.dry_run:

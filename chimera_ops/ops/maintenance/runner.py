@@ -143,7 +143,12 @@ def run_schedule(
                 report.seconds[check.name] = time.monotonic() - t0
                 report.results.append(result)
             report.finished_at = time.time()
-            if not dry_run:
+            # A partial run (`--only`) is not the schedule's run: recorded, it would stand in
+            # for checks it skipped (history, the agent's gauges, the dead man's switch).
+            partial = only is not None
+            if partial:
+                report.notes.append("a partial run (--only): shown, not recorded")
+            if not dry_run and not partial:
                 report.run_id = record_run(
                     store,
                     schedule,
@@ -156,7 +161,7 @@ def run_schedule(
                 )
         finally:
             store.close()
-    if not report.ok and not dry_run:
+    if not report.ok and not dry_run and only is None:
         notify_failure(config, report)
     return report
 
