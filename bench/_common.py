@@ -41,6 +41,9 @@ SUPERVISORD = shutil.which("supervisord")
 SUPERVISORCTL = shutil.which("supervisorctl")
 MONIT = shutil.which("monit")
 NOT_INSTALLED = "not installed"
+# The machine's PostgreSQL (trust auth) and Redis, which the demo-stack benches run against.
+SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 # --------------------------------------------------------------------------- small helpers

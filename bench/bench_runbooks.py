@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import (  # noqa: E402
     PY,
+    REDIS_URL,
+    SERVER_DSN,
     ChimeraAgent,
     Section,
     alive,
@@ -49,8 +51,6 @@ from chimera_ops.paper.harness import scratch_database  # noqa: E402
 
 TRIALS = 3
 SETTLE = 3.0
-SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def stack(

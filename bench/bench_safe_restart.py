@@ -27,7 +27,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    REDIS_URL,
     REPO,
+    SERVER_DSN,
     ChimeraAgent,
     Section,
     fmt,
@@ -42,8 +44,6 @@ from _common import (  # noqa: E402
 from chimera_ops.paper.harness import EngineProcess, ledger_problems, query, scratch_database
 
 TRIALS = 2
-SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 SCRIPT = REPO / "bench" / "safe_restart.sh"
 
 

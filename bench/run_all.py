@@ -28,6 +28,7 @@ MODULES: list[tuple[str, str, float]] = [
     ("bench_safe_restart.py", "safe_restart.md", 600.0),
     ("bench_bundle.py", "bundle.md", 1200.0),
     ("bench_runbooks.py", "runbooks.md", 600.0),
+    ("bench_maintenance.py", "maintenance.md", 900.0),
 ]
 """(module, the results file it writes, timeout in seconds)."""
 

@@ -15,6 +15,7 @@ maintenance:
   disk_days_warning: 30       # days until full at the measured growth
   disk_days_critical: 7
   disk_free_critical: 5%      # free space below this is critical whatever the growth
+  growth_min_span: 20h        # growth is measured against a run at least this old
   backup_max_age: 26h         # weekly: newest verified backup older than this is a warning
   image_max_age: 30d          # monthly: unused docker images older than this
   audit_pythons: []           # engine interpreters pip-audit checks (chimera-ops' own always)
@@ -44,6 +45,7 @@ class MaintenanceConfig(StrictModel):
     disk_days_warning: float = Field(default=30.0, gt=0)
     disk_days_critical: float = Field(default=7.0, gt=0)
     disk_free_critical: float = 0.05
+    growth_min_span: Duration = 20 * 3600.0
     backup_max_age: Duration = 26 * 3600.0
     image_max_age: Duration = 30 * 86400.0
     audit_pythons: list[Path] = Field(default_factory=list)

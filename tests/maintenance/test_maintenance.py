@@ -163,7 +163,13 @@ def test_database_size_ok_on_the_machines_postgres(tmp_path: Path) -> None:
     cli(config, "weekly", "--json")
     found = checks(cli(config, "weekly", "--json"))
     assert found["database_size"]["status"] == "ok"
+    # The first run is seconds old: no growth from it (the default span is 20 h).
+    assert "growth_bytes_per_day" not in found["database_size"]["data"]
+    assert "days_until_full" not in found["disk_free"]["data"]
+    config = write_config(tmp_path, growth_min_span="1ms")
+    found = checks(cli(config, "weekly", "--json"))
     assert "growth_bytes_per_day" in found["database_size"]["data"]
+    assert "growth_bytes_per_day" in found["disk_free"]["data"]
 
 
 def test_bad_input(tmp_path: Path) -> None:

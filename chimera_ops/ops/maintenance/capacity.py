@@ -91,10 +91,12 @@ class RateLimitCheck(Check):
 
 
 def previous(ctx: Context, check: str) -> tuple[float, dict[str, Any]] | None:
-    """(finished_at, data) of this check's last result with figures, from the store."""
+    """(finished_at, data) of this check's newest result with figures that is at least
+    `maintenance.growth_min_span` old: growth over the minutes between a cron run and a run by
+    hand, extrapolated to a day, would be noise (one backup written looks like a full disk)."""
     from chimera_ops.ops.maintenance.history import last_data
 
-    return last_data(ctx.store, check)
+    return last_data(ctx.store, check, before=ctx.now - ctx.config.maintenance.growth_min_span)
 
 
 class DatabaseSizeCheck(Check):

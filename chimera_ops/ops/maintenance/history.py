@@ -107,13 +107,16 @@ def runs(store: Store, schedule: str | None = None, limit: int = 20) -> list[Run
     ]
 
 
-def last_data(store: Store, check: str) -> tuple[float, dict[str, Any]] | None:
-    """(when, data) of the newest non-unknown result of `check` (growth is measured from it)."""
+def last_data(
+    store: Store, check: str, before: float | None = None
+) -> tuple[float, dict[str, Any]] | None:
+    """(when, data) of the newest non-unknown result of `check` finished at or before `before`
+    (growth is measured from it)."""
     row = store.connection.execute(
         "SELECT r.data, m.finished_at FROM maintenance_results r JOIN maintenance_runs m"
         " ON m.id = r.run WHERE r.check_name = ? AND r.status != 'unknown'"
-        " ORDER BY m.id DESC LIMIT 1",
-        (check,),
+        " AND m.finished_at <= ? ORDER BY m.id DESC LIMIT 1",
+        (check, before if before is not None else float("inf")),
     ).fetchone()
     if row is None:
         return None
