@@ -206,6 +206,20 @@ def test_install_cron_dry_run_and_systemd_into_a_root(tmp_path: Path) -> None:
     assert done.returncode == 0 and not list(units.iterdir())
 
 
+def test_shipped_files_are_the_default_rendering_and_systemd_accepts_them() -> None:
+    from chimera_ops.ops.maintenance.install import DEFAULT_CONFIG, SHIPPED_PYTHON, plan
+    from tests.integration.test_systemd_unit import verify
+
+    for kind, folder in (("cron", "cron.d"), ("systemd", "systemd")):
+        for item in plan(kind, Path("/"), DEFAULT_CONFIG, SHIPPED_PYTHON):
+            shipped = REPO / "deploy" / folder / item.path.name
+            assert shipped.read_text() == item.content, (
+                f"{shipped} is generated: render it with chimera_ops.ops.maintenance.install.plan"
+            )
+            if kind == "systemd":
+                assert verify(shipped) == [], shipped.name
+
+
 def test_overlapping_run_exits_at_once(tmp_path: Path) -> None:
     import fcntl
 

@@ -1,6 +1,8 @@
 """`maintenance install|uninstall`: a crontab entry (`/etc/cron.d/chimera-ops`) or a systemd
 service + timer pair per schedule (`OnCalendar=weekly|monthly`, `Persistent=true`,
-`RandomizedDelaySec=`). The same text is in deploy/systemd/ for people who install by hand.
+`RandomizedDelaySec=`). The same text, rendered for `/etc/chimera-ops/chimera-ops.yaml` and
+`/usr/bin/python3`, is in deploy/systemd/ and deploy/cron.d/ for people who install by hand (a
+test keeps it equal).
 
 Paths are under `root` (default `/`), so a test installs into a temp root.
 """
@@ -18,6 +20,8 @@ CRON_FILE = Path("etc/cron.d/chimera-ops")
 UNIT_DIR = Path("etc/systemd/system")
 CRON_TIMES = {"weekly": "17 3 * * 1", "monthly": "47 3 1 * *"}
 DEFAULT_CONFIG = "/etc/chimera-ops/chimera-ops.yaml"
+# What the files shipped in deploy/ are rendered with (the agent's unit uses the same).
+SHIPPED_PYTHON = "/usr/bin/python3"
 
 
 @dataclass(frozen=True)
