@@ -32,7 +32,9 @@ def audit_python(python: str, timeout: float) -> dict[str, Any]:
     """pip-audit's JSON for one interpreter's environment; RuntimeError when it cannot run."""
     binary = pip_audit_binary()
     if binary is None:
-        raise RuntimeError("pip-audit is not installed (pip install '.[dev]')")
+        raise RuntimeError(
+            "pip-audit is not installed (it is a dependency: pip install chimera-ops)"
+        )
     freeze = subprocess.run(
         [python, "-m", "pip", "freeze", "--exclude-editable"],
         capture_output=True,
