@@ -6,6 +6,7 @@ Exit codes: 0 every check ok; 1 any check warning, critical or unknown (or a run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from chimera_ops.cli.common import (
     fail,
     json_option,
     pass_cli,
+    stderr_console,
     stdout_console,
 )
 
@@ -73,10 +75,23 @@ def _run(
             )
         if not click.confirm(f"{schedule} --fix may delete files and restart components; go on?"):
             fail("nothing changed", EXIT_USAGE, None, as_json)
+    # A spinner naming the check that runs (the monthly audit and restore take minutes);
+    # only for a person at a terminal, never in --json or cron output.
+    live = not as_json and sys.stderr.isatty()
+    spinner = stderr_console().status(f"maintenance {schedule}") if live else None
     try:
-        report = run_schedule(
-            config, schedule, fix=fix, dry_run=dry_run, user=os.environ.get("USER"), only=only
-        )
+        with spinner or contextlib.nullcontext():
+            report = run_schedule(
+                config,
+                schedule,
+                fix=fix,
+                dry_run=dry_run,
+                user=os.environ.get("USER"),
+                only=only,
+                progress=lambda name: (
+                    spinner.update(f"maintenance {schedule}: {name}") if spinner else None
+                ),
+            )
     except RunOverlap as exc:
         fail(str(exc), EXIT_PROBLEM, "wait for it to finish", as_json)
     code = EXIT_OK if report.ok else EXIT_PROBLEM
