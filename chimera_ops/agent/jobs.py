@@ -163,7 +163,7 @@ class JobRunner:
             outcome = Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             refresher.cancel()
-            self._release()
+            await self._release()
             self.current = None
         self.journal.finish(job, outcome.state, {"summary": outcome.summary, **outcome.details})
         seconds = time.monotonic() - started
@@ -188,22 +188,27 @@ class JobRunner:
                 except Exception as exc:  # noqa: BLE001 - the step will find out soon enough
                     log.warning("procedure lock refresh failed: %s", exc)
 
-    def take_lock(self, procedure: str, job: str) -> LockHolder:
-        """Acquire the stack-wide lock for this job (LockHeld names the holder)."""
+    async def take_lock(self, procedure: str, job: str) -> LockHolder:
+        """Acquire the stack-wide lock for this job (LockHeld names the holder).
+
+        Only the lock's own I/O (Redis round trips, or the flock) runs in a thread; the
+        journal's SQLite connection belongs to the loop's thread, so it is written here."""
         from chimera_ops.ops.proclock import lock_for
 
-        self.lock = lock_for(self.agent.config)
-        self.holder = self.lock.acquire(procedure, job)
-        self.journal.set_lock(job, self.holder.to_json())
-        return self.holder
+        lock = lock_for(self.agent.config)
+        holder = await asyncio.to_thread(lock.acquire, procedure, job)
+        self.lock, self.holder = lock, holder
+        self.journal.set_lock(job, holder.to_json())
+        return holder
 
-    def _release(self) -> None:
-        if self.lock is not None and self.holder is not None:
+    async def _release(self) -> None:
+        lock, holder = self.lock, self.holder
+        self.lock = self.holder = None
+        if lock is not None and holder is not None:
             try:
-                self.lock.release(self.holder)
+                await asyncio.to_thread(lock.release, holder)
             except Exception as exc:  # noqa: BLE001 - a Redis lock still expires by TTL
                 log.warning("procedure lock release failed: %s", exc)
-        self.lock = self.holder = None
 
     def cancel(self) -> None:
         """Agent shutdown: the job is interrupted (and said to be, by the journal)."""

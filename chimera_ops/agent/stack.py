@@ -45,14 +45,14 @@ class AgentStack:
         ]
         return str(unit.state), "; ".join([unit.reason, *failing]).strip("; ")
 
-    def config_problems(self) -> list[str]:
+    async def config_problems(self) -> list[str]:
         source = self.agent.config.source
         if source is None:
             return []
         from chimera_ops.config import ConfigError, load_config
 
         try:
-            load_config(source)
+            await asyncio.to_thread(load_config, source)
         except ConfigError as exc:
             return [str(issue) for issue in exc.issues]
         return []
@@ -60,15 +60,17 @@ class AgentStack:
     def has_backup(self) -> bool:
         return self.agent.config.backup is not None
 
-    def disk_room(self) -> tuple[bool, str]:
+    async def disk_room(self) -> tuple[bool, str]:
         section = self.agent.config.backup
         assert section is not None
         from chimera_ops.ops.backup.sets import list_sets
 
-        sets = list_sets(section.dir)
-        last = sets[0].size if sets else 0
-        where = section.dir if section.dir.exists() else section.dir.parent
-        free = shutil.disk_usage(where).free
+        def measure() -> tuple[int, int]:
+            sets = list_sets(section.dir)
+            where = section.dir if section.dir.exists() else section.dir.parent
+            return (sets[0].size if sets else 0), shutil.disk_usage(where).free
+
+        last, free = await asyncio.to_thread(measure)
         if enough_room(free, last):
             return True, f"{free} bytes free in {section.dir}"
         return False, (
@@ -76,11 +78,11 @@ class AgentStack:
             f"took {last}"
         )
 
-    def acquire_lock(self, procedure: str, job: str) -> str:
+    async def acquire_lock(self, procedure: str, job: str) -> str:
         from chimera_ops.ops.proclock import LockHeld
 
         try:
-            return self.runner.take_lock(procedure, job).describe()
+            return (await self.runner.take_lock(procedure, job)).describe()
         except LockHeld as exc:
             raise StepFailed(str(exc)) from None
 

@@ -50,14 +50,14 @@ async def run_safe_restart(stack: Stack, steps: Steps, params: SafeRestartParams
     backup_wanted = stack.has_backup() and not params.no_backup
 
     async def preflight() -> str:
-        problems = stack.config_problems()
+        problems = await stack.config_problems()
         if problems:
             raise StepFailed("the config does not validate: " + "; ".join(problems))
         if backup_wanted:
-            room, why = stack.disk_room()
+            room, why = await stack.disk_room()
             if not room:
                 raise StepFailed(why + "; free space or pass --no-backup")
-        holder = stack.acquire_lock(PROCEDURE, steps.job)
+        holder = await stack.acquire_lock(PROCEDURE, steps.job)
         states = ", ".join(f"{n} {stack.component_state(n)[0]}" for n in stack.order)
         lines = [f"lock held: {holder}", f"now: {states}"]
         lines.append(
