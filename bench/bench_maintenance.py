@@ -315,6 +315,9 @@ def main() -> int:
             notes=[
                 "`backup_age` is `ok` once the set taken at the start is verified (the monthly "
                 "run verifies it); before that it is a warning. `log_sizes` also reads /var/log.",
+                "`rate_limit` is right to say critical: the paper engine at 50 ticks/s sends "
+                "about 1,500 exchange requests a minute, over the seeds' 600/min limit. Most "
+                "of its time is importing httpx and one scrape of the engine's /metrics.",
             ],
         ),
         Section(
