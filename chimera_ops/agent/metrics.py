@@ -6,8 +6,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-
+from chimera_ops.agent.exposition import Counter, Family, Gauge, render
 from chimera_ops.states import State
 
 
@@ -126,12 +125,9 @@ class AgentMetrics:
     """The agent's registry; `set_*` helpers keep label handling in one place."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
         self.m: dict[str, Any] = {}
         for spec in METRICS:
-            self.m[spec.name] = spec.kind(
-                f"chimera_{spec.name}", spec.help, spec.labels, registry=self.registry
-            )
+            self.m[spec.name] = spec.kind(f"chimera_{spec.name}", spec.help, spec.labels)
         self._restarts_seen: dict[str, int] = {}
         for sink in ("webhook", "alertmanager"):  # 0 from the start, so increase() works
             self.m["alert_delivery_failures"].labels(sink=sink).inc(0)
@@ -171,4 +167,5 @@ class AgentMetrics:
         self.m["alert_delivery_failures"].labels(sink=sink).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        families: list[Family] = list(self.m.values())
+        return render(families)

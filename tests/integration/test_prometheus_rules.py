@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client import Counter
 
+from chimera_ops.agent.exposition import Counter
 from chimera_ops.agent.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
