@@ -53,7 +53,8 @@ def state_dir_hint(explicit: str | os.PathLike[str] | None) -> Path | None:
 
     path = resolve_config_path(explicit)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: faster, as safe
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return None
     agent = data.get("agent") if isinstance(data, dict) else None
