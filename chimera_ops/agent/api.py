@@ -24,8 +24,8 @@ from chimera_ops.config import UnknownComponent
 from chimera_ops.states import State
 
 if TYPE_CHECKING:
-    from chimera_ops.agent.loop import Agent
     from chimera_ops.agent.unit import Unit
+    from chimera_ops.agent.view import AgentView
 
 API_PREFIX = "/v1"
 
@@ -51,7 +51,7 @@ async def _settle(unit: Unit, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-def build_app(agent: Agent, tcp: bool = False) -> Starlette:
+def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
     """The API app; `tcp=True` builds the loopback variant (mutations need the token)."""
     token_env = agent.config.agent.api.token_env
     token = os.environ.get(token_env) if token_env else None

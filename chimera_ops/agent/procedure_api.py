@@ -11,12 +11,12 @@ from starlette.routing import Route
 from chimera_ops.agent.jobs import JobBusy
 
 if TYPE_CHECKING:
-    from chimera_ops.agent.loop import Agent
+    from chimera_ops.agent.view import AgentView
 
 API_PREFIX = "/v1"
 
 
-def procedure_routes(agent: Agent, tcp: bool) -> list[Route]:
+def procedure_routes(agent: AgentView, tcp: bool) -> list[Route]:
     """`POST /v1/procedures` {kind, params, user} -> 202 {id}; `GET /v1/procedures[/{id}]`."""
 
     async def start(request: Request) -> Response:

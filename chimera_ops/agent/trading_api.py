@@ -21,7 +21,7 @@ from starlette.routing import Route
 from chimera_ops.trading_spec import TradingConfig
 
 if TYPE_CHECKING:
-    from chimera_ops.agent.loop import Agent
+    from chimera_ops.agent.view import AgentView
 
 API_PREFIX = "/v1"
 _FIELDS: dict[str, type] = {"reason": str, "wait": bool, "component": str, "user": str}
@@ -60,7 +60,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def trading_routes(
-    agent: Agent, authorised: Callable[[Request], bool] | None = None
+    agent: AgentView, authorised: Callable[[Request], bool] | None = None
 ) -> list[Route]:
     """The trading routes, bound to `agent`.
 
