@@ -29,6 +29,7 @@ from chimera_ops.agent.metrics import AgentMetrics
 from chimera_ops.agent.paths import MAX_SOCKET_PATH, instance_id, log_dir, socket_path
 from chimera_ops.agent.reconcile import decide
 from chimera_ops.agent.sdnotify import SystemdNotify
+from chimera_ops.agent.status_doc import status_document
 from chimera_ops.agent.unit import Unit
 from chimera_ops.agent.wake import Wake
 from chimera_ops.agent.watch import Watcher
@@ -41,7 +42,6 @@ from chimera_ops.filemodes import (
     make_private_dir,
     tighten_tree,
 )
-from chimera_ops.monitors.tree import tree_rss
 from chimera_ops.runtimes.base import Runtime
 from chimera_ops.runtimes.external import ExternalRuntime
 from chimera_ops.runtimes.guard import DeathGuard
@@ -510,53 +510,4 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         """The stable status document (docs/status-json.md)."""
-        now = time.time()
-        components = []
-        roots = {
-            n: u.runtime.pid
-            for n, u in self.units.items()
-            if u.runtime.pid and u.runtime.owns_children
-        }
-        rss: dict[str, int | None] = dict(tree_rss(roots)) if roots else {}
-        for name, unit in self.units.items():
-            memory = getattr(unit.runtime, "memory", None)
-            if memory is not None:  # a container: its cgroup's working set, not a pid tree
-                sample = memory()
-                rss[name] = sample.usage if sample is not None else None
-        for name in self.order:
-            unit = self.units[name]
-            snap = unit.snapshot(now)
-            monitors = self.watcher.snapshot(name) if self.watcher else {}
-            memory = monitors.get("memory") or {}
-            # The slope goes with its significance: a steep but meaningless slope right after
-            # a restart must not be shown as a trend (docs/status-json.md).
-            snap["memory"] = {
-                "rss_bytes": rss.get(name),
-                "slope_bytes_per_s": memory.get("slope_bytes_per_s"),
-                "slope_significant": bool(memory.get("slope_significant")),
-                "forecast_s": memory.get("forecast_s")
-                if self.watcher and f"{name}:memory:leak" in self.watcher.active
-                else None,
-            }
-            snap["monitors"] = monitors
-            snap["alerts"] = self.watcher.alerts_for(name) if self.watcher else {}
-            if unit.config.trading is not None:
-                snap["trading"] = self.watcher.trading.get(name) if self.watcher else None
-            components.append(snap)
-        return {
-            "schema": 1,
-            "source": "agent",
-            "agent": {
-                "running": True,
-                "pid": os.getpid(),
-                "version": __version__,
-                "started_at": self.started_at,
-                "uptime_s": now - self.started_at,
-                "state_dir": str(self.state_dir),
-                "config": str(self.config.source) if self.config.source else None,
-                "last_tick": self.last_tick,
-                "tick_lag_s": self.tick_lag,
-            },
-            "components": components,
-            "procedures": self.jobs.status() if self.jobs is not None else {},
-        }
+        return status_document(self)
