@@ -11,10 +11,10 @@ from chimera_ops import __version__
 from chimera_ops.monitors.tree import tree_rss
 
 if TYPE_CHECKING:
-    from chimera_ops.agent.loop import Agent
+    from chimera_ops.agent.view import AgentView
 
 
-def status_document(agent: Agent) -> dict[str, Any]:
+def status_document(agent: AgentView) -> dict[str, Any]:
     """The stable status document of a running agent."""
     now = time.time()
     components = []

@@ -1,7 +1,9 @@
-"""The agent as its control API sees it: the few attributes and calls the routes use.
+"""The agent as its control API and its status document see it: the few attributes and
+calls they use.
 
-`agent/loop.py` builds the API over its `Agent`, which has all of these; the routes depend on
-this protocol, not on the loop, so the API modules and the loop do not import each other.
+`agent/loop.py` builds the API (and the status document) over its `Agent`, which has all of
+these; they depend on this protocol, not on the loop, so they and the loop do not import each
+other.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from chimera_ops.agent.jobs import JobRunner
     from chimera_ops.agent.metrics import AgentMetrics
     from chimera_ops.agent.unit import Unit
@@ -26,6 +30,8 @@ class AgentView(Protocol):
     watcher: Watcher | None
     jobs: JobRunner | None
     order: list[str]
+    units: dict[str, Unit]
+    state_dir: Path
     started_at: float
     last_tick: float
     tick_lag: float

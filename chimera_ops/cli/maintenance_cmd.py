@@ -52,13 +52,16 @@ def maintenance() -> None:
 def _run(
     cli_ctx: CliContext,
     schedule: str,
-    options: dict[str, Any],
+    *,
+    fix: bool,
+    dry_run: bool,
+    yes: bool,
+    only_checks: tuple[str, ...],
     as_json: bool,
 ) -> None:
     from chimera_ops.ops.maintenance.runner import CHECKS, RunOverlap, run_schedule
 
-    fix, dry_run, yes = options["fix"], options["dry_run"], options["yes"]
-    only = set(options["only"]) or None
+    only = set(only_checks) or None
     known = [cls.name for cls in CHECKS[schedule]]
     if only and (unknown := sorted(only - set(known))):
         fail(
@@ -151,7 +154,15 @@ def _schedule_command(schedule: str) -> click.Command:
         only: tuple[str, ...],
         as_json: bool,
     ) -> None:
-        _run(cli_ctx, schedule, {"fix": fix, "dry_run": dry_run, "yes": yes, "only": only}, as_json)
+        _run(
+            cli_ctx,
+            schedule,
+            fix=fix,
+            dry_run=dry_run,
+            yes=yes,
+            only_checks=only,
+            as_json=as_json,
+        )
 
     command.__doc__ = f"Run every {schedule} check (exit 0 all ok, 1 any not ok, 2 usage)."
     return click.command(schedule)(command)

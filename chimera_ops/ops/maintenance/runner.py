@@ -122,6 +122,9 @@ def run_schedule(
     """Run every check of `schedule` under its lock and record the run (see module doc)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}: weekly | monthly")
+    # A partial run (`--only`) is not the schedule's run: recorded, it would stand in for the
+    # checks it skipped (history, the agent's gauges, the dead man's switch, the webhook).
+    partial = only is not None
     with schedule_lock(config, schedule):
         report = Report(schedule, time.time())
         if fix and not dry_run and (holder := procedure_lock_holder(config)):
@@ -143,9 +146,6 @@ def run_schedule(
                 report.seconds[check.name] = time.monotonic() - t0
                 report.results.append(result)
             report.finished_at = time.time()
-            # A partial run (`--only`) is not the schedule's run: recorded, it would stand in
-            # for checks it skipped (history, the agent's gauges, the dead man's switch).
-            partial = only is not None
             if partial:
                 report.notes.append("a partial run (--only): shown, not recorded")
             if not dry_run and not partial:
@@ -161,7 +161,7 @@ def run_schedule(
                 )
         finally:
             store.close()
-    if not report.ok and not dry_run and only is None:
+    if not report.ok and not dry_run and not partial:
         notify_failure(config, report)
     return report
 
