@@ -164,6 +164,19 @@ class Event:
         }
 
 
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"],
+        ts=row["ts"],
+        component=row["component"],
+        kind=row["kind"],
+        from_state=row["from_state"],
+        to_state=row["to_state"],
+        reason=row["reason"],
+        data=json.loads(row["data"]) if row["data"] else None,
+    )
+
+
 ADDED_COUNTER_COLUMNS = (("last_exit_at", "REAL"), ("fatal_at", "REAL"))
 
 
@@ -284,19 +297,35 @@ class Store:
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         rows = self._db.execute(sql, args).fetchall()
-        return [
-            Event(
-                id=r["id"],
-                ts=r["ts"],
-                component=r["component"],
-                kind=r["kind"],
-                from_state=r["from_state"],
-                to_state=r["to_state"],
-                reason=r["reason"],
-                data=json.loads(r["data"]) if r["data"] else None,
-            )
-            for r in reversed(rows)
-        ]
+        return [_event(r) for r in reversed(rows)]
+
+    def events_page(
+        self,
+        limit: int,
+        component: str | None = None,
+        since: float | None = None,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> tuple[list[Event], bool]:
+        """One page of events by id cursor, oldest first, and whether there are more.
+
+        With `after`: the oldest `limit` events whose id is above it (paging forward); else
+        the newest `limit` events, below `before` when given (paging back)."""
+        sql = "SELECT * FROM events WHERE 1=1"
+        args: list[Any] = []
+        for clause, value in (
+            (" AND component = ?", component or None),
+            (" AND ts >= ?", since),
+            (" AND id < ?", before),
+            (" AND id > ?", after),
+        ):
+            if value is not None:
+                sql += clause
+                args.append(value)
+        sql += f" ORDER BY id {'ASC' if after is not None else 'DESC'} LIMIT ?"
+        rows = self._db.execute(sql, [*args, limit + 1]).fetchall()
+        page = [_event(r) for r in rows[:limit]]
+        return (page if after is not None else page[::-1]), len(rows) > limit
 
     # ----------------------------------------------------------------- restarts / counters
     def add_restart(self, component: str, reason: str, ts: float | None = None) -> None:

@@ -3,6 +3,11 @@
 Served on a 0600 unix socket (full access: the file mode is the authentication) and, when
 `agent.metrics.listen` is set, on loopback TCP where only read-only routes exist unless a bearer
 token (`agent.api.token_env`) is configured and presented.
+
+Nothing slow runs on the event loop: store reads and the JSON of their answers run in a small
+pool per listener (`agent/reads.py`), every list is paged (a capped `limit` and an id cursor),
+bodies are capped at 1 MiB and malformed input gets a 400 naming the field
+(`agent/api_guard.py`), and `server_options` keeps a flood of connections cheap.
 """
 
 from __future__ import annotations
@@ -14,20 +19,51 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chimera_ops.agent.api_guard import (
+    ApiError,
+    BodyCap,
+    api_error_handler,
+    json_object,
+    page_limit,
+    query_float,
+    query_int,
+)
 from chimera_ops.agent.procedure_api import procedure_routes
+from chimera_ops.agent.reads import StoreReads
 from chimera_ops.agent.trading_api import trading_routes
 from chimera_ops.config import UnknownComponent
 from chimera_ops.states import State
 
 if TYPE_CHECKING:
+    from chimera_ops.agent.maintenance_metrics import MaintenanceFigures
     from chimera_ops.agent.unit import Unit
     from chimera_ops.agent.view import AgentView
+    from chimera_ops.ops.backup.catalog import BackupFigures
+    from chimera_ops.store import Store
 
 API_PREFIX = "/v1"
+DEFAULT_PAGE = 200
+MAX_PAGE = 1000
+
+
+def server_options(tcp: bool) -> dict[str, Any]:
+    """uvicorn settings of a listener: a flood of connections stays cheap and bounded.
+
+    Beyond `limit_concurrency` open connections a request is answered 503 at once; headers
+    are refused past 16 KiB; an idle keep-alive connection is closed after 5 s. The unix
+    socket has its own server and limit, so a TCP flood never locks the operator out.
+    """
+    return {
+        "limit_concurrency": 32 if tcp else 64,
+        "h11_max_incomplete_event_size": 16 * 1024,
+        "timeout_keep_alive": 5,
+        "backlog": 64,
+    }
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -38,10 +74,9 @@ SETTLED = {State.RUNNING, State.FATAL, State.BACKOFF, State.EXITED, State.UNHEAL
 
 
 def _wait_timeout(request: Request) -> float:
-    try:
-        return max(0.0, min(300.0, float(request.query_params.get("wait", "30"))))
-    except ValueError:
-        return 30.0
+    wait = query_float(request, "wait", 30.0)
+    assert wait is not None
+    return max(0.0, min(300.0, wait))
 
 
 async def _settle(unit: Unit, timeout: float) -> None:
@@ -55,6 +90,7 @@ def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
     """The API app; `tcp=True` builds the loopback variant (mutations need the token)."""
     token_env = agent.config.agent.api.token_env
     token = os.environ.get(token_env) if token_env else None
+    reads = StoreReads(agent.state_dir / "chimera.db")
 
     def authorised(request: Request) -> bool:
         if not tcp:
@@ -85,32 +121,54 @@ def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
         if agent.watcher is not None:
             # Sampled per scrape, not on a timer: an unscraped agent does no /proc walks.
             await agent.watcher.sample_rss()
-        if agent.store is not None and agent.config.backup is not None:
-            from chimera_ops.agent.backup_metrics import export_backup_figures
+        from chimera_ops.agent.backup_metrics import apply_backup_figures
+        from chimera_ops.agent.maintenance_metrics import (
+            apply_maintenance_figures,
+            read_maintenance_figures,
+        )
 
-            export_backup_figures(agent.config, agent.store, agent.metrics)
-        if agent.store is not None:
-            from chimera_ops.agent.maintenance_metrics import export_maintenance_figures
+        def query(store: Store) -> tuple[BackupFigures | None, MaintenanceFigures]:
+            backup = None
+            if agent.config.backup is not None:
+                from chimera_ops.ops.backup.catalog import figures
 
-            export_maintenance_figures(agent.store, agent.metrics)
+                backup = figures(store)
+            return backup, read_maintenance_figures(store)
+
+        try:
+            backup, maintenance = await reads.call(query)
+        except ApiError:
+            pass  # an unreadable store: the figures keep their last values, the rest renders
+        else:
+            if backup is not None:
+                apply_backup_figures(agent.config, backup, agent.metrics)
+            apply_maintenance_figures(maintenance, agent.metrics)
         return Response(agent.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def events(request: Request) -> Response:
-        assert agent.store is not None
-        component = request.query_params.get("component")
+        component = request.query_params.get("component") or None
         if component:
             try:
                 agent.unit(component)
             except UnknownComponent as exc:
-                return _error(404, str(exc), known=exc.known)
-        since_raw = request.query_params.get("since")
-        try:
-            since = float(since_raw) if since_raw else None
-            limit = int(request.query_params.get("limit", "1000"))
-        except ValueError:
-            return _error(400, "'since' is a unix time and 'limit' an integer")
-        found = agent.store.events(component=component, since=since, limit=limit)
-        return JSONResponse({"events": [e.to_dict() for e in found]})
+                return _error(404, str(exc), known=exc.known, field="component")
+        since = query_float(request, "since")
+        limit = page_limit(request, DEFAULT_PAGE, MAX_PAGE)
+        before = query_int(request, "before", minimum=1)
+        after = query_int(request, "after")
+        if before is not None and after is not None:
+            raise ApiError("give one cursor: 'before' or 'after', not both", field="after")
+
+        def query(store: Store) -> dict[str, Any]:
+            found, more = store.events_page(limit, component, since, before, after)
+            cursor = None
+            if more and after is not None:
+                cursor = {"after": found[-1].id}
+            elif more:
+                cursor = {"before": found[0].id}
+            return {"events": [e.to_dict() for e in found], "limit": limit, "next": cursor}
+
+        return await reads.json(query)
 
     async def action(request: Request) -> Response:
         if not authorised(request):
@@ -129,24 +187,22 @@ def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
                 f"{name!r} is an external component: chimera-ops watches it and never starts, "
                 f"stops or restarts it; act on the service itself, then `chimera-ops probe {name}`",
             )
+        if verb not in ("start", "stop", "restart"):
+            return _error(404, f"unknown action {verb!r}; use start, stop or restart")
         reason = f"operator {verb}"
-        try:
-            body = await request.json() if await request.body() else {}
-        except ValueError:
-            return _error(400, 'the body must be JSON, e.g. {"reason": "..."}')
-        if isinstance(body, dict) and isinstance(body.get("reason"), str) and body["reason"]:
+        body = await json_object(request, {"reason": str})
+        wait = _wait_timeout(request)
+        if body.get("reason"):
             reason = f"operator {verb}: {body['reason']}"
         started = time.monotonic()
         if verb == "start":
             await unit.start(reason)
         elif verb == "stop":
             await unit.stop(reason)
-        elif verb == "restart":
-            await agent.restart(name, reason)
         else:
-            return _error(404, f"unknown action {verb!r}; use start, stop or restart")
+            await agent.restart(name, reason)
         if verb in ("start", "restart"):
-            await _settle(unit, timeout=_wait_timeout(request))
+            await _settle(unit, timeout=wait)
         assert agent.store is not None
         agent.store.audit(
             verb,
@@ -166,6 +222,10 @@ def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
         Route(f"{API_PREFIX}/components/{{name}}/{{verb}}", action, methods=["POST"]),
         Route("/metrics", metrics),
         *trading_routes(agent, authorised),
-        *procedure_routes(agent, tcp=tcp),
+        *procedure_routes(agent, tcp=tcp, reads=reads),
     ]
-    return Starlette(routes=routes)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BodyCap)],
+        exception_handlers={ApiError: api_error_handler},
+    )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from chimera_ops.agent.metrics import AgentMetrics
     from chimera_ops.config import ChimeraConfig
+    from chimera_ops.ops.backup.catalog import BackupFigures
     from chimera_ops.store import Store
 
 GAUGES = (
@@ -29,7 +30,15 @@ def export_backup_figures(config: ChimeraConfig, store: Store, metrics: AgentMet
         return
     from chimera_ops.ops.backup.catalog import figures
 
-    found = figures(store)
+    apply_backup_figures(config, figures(store), metrics)
+
+
+def apply_backup_figures(
+    config: ChimeraConfig, found: BackupFigures, metrics: AgentMetrics
+) -> None:
+    """Set the backup gauges from figures read beforehand (the API reads them off the loop)."""
+    if config.backup is None:
+        return
     directory = str(config.backup.dir)
     for metric, attribute in GAUGES:
         value = getattr(found, attribute)

@@ -198,7 +198,7 @@ class Agent:
     async def _serve_api(self) -> None:
         import uvicorn
 
-        from chimera_ops.agent.api import build_app
+        from chimera_ops.agent.api import build_app, server_options
 
         class Server(uvicorn.Server):
             # The agent owns SIGTERM/SIGINT: it must stop the children before the API goes away.
@@ -219,7 +219,12 @@ class Agent:
         sock = self._bind_socket()
         server = Server(
             uvicorn.Config(
-                app, log_level="warning", access_log=False, lifespan="off", date_header=False
+                app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                date_header=False,
+                **server_options(tcp=False),
             )
         )
         tasks = [asyncio.create_task(server.serve(sockets=[sock]))]
@@ -234,6 +239,7 @@ class Agent:
                     access_log=False,
                     lifespan="off",
                     date_header=False,
+                    **server_options(tcp=True),
                 )
             )
             tasks.append(asyncio.create_task(metrics_server.serve()))

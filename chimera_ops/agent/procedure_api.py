@@ -1,4 +1,8 @@
-"""Agent API routes of the procedures: start one (unix socket only), list and follow them."""
+"""Agent API routes of the procedures: start one (unix socket only), list and follow them.
+
+The journal is read off the event loop (`agent/reads.py`); the list is paged (`limit`, at most
+`MAX_PAGE`, and the `before` cursor the previous page's `next` gives).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,46 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chimera_ops.agent.api_guard import ApiError, check_type, json_object, page_limit
 from chimera_ops.agent.jobs import JobBusy
+from chimera_ops.ops.procedures.journal import Journal
 
 if TYPE_CHECKING:
+    from chimera_ops.agent.reads import StoreReads
     from chimera_ops.agent.view import AgentView
+    from chimera_ops.store import Store
 
 API_PREFIX = "/v1"
+DEFAULT_PAGE = 50
+MAX_PAGE = 200  # a procedure's result holds log tails: a page stays well under a megabyte
+
+_BODY: dict[str, type | tuple[type, ...]] = {"kind": str, "params": dict, "user": str}
+# What the procedures read from `params` (agent/jobs.py), each with its JSON type.
+_PARAMS: dict[str, type | tuple[type, ...]] = {
+    "reason": str,
+    "components": list,
+    "no_backup": bool,
+    "dry_run": bool,
+    "timeout": (int, float),
+    "settle": (int, float),
+}
 
 
-def procedure_routes(agent: AgentView, tcp: bool) -> list[Route]:
+def _params(raw: dict[str, Any] | None) -> dict[str, Any]:
+    params = dict(raw or {})
+    for key, value in params.items():
+        if key not in _PARAMS:
+            raise ApiError(
+                f"unknown parameter 'params.{key}'; known: {', '.join(_PARAMS)}",
+                field=f"params.{key}",
+            )
+        check_type(value, _PARAMS[key], f"params.{key}")
+    for name in params.get("components") or []:
+        check_type(name, str, "params.components[]")
+    return params
+
+
+def procedure_routes(agent: AgentView, tcp: bool, reads: StoreReads) -> list[Route]:
     """`POST /v1/procedures` {kind, params, user} -> 202 {id}; `GET /v1/procedures[/{id}]`."""
 
     async def start(request: Request) -> Response:
@@ -25,14 +60,9 @@ def procedure_routes(agent: AgentView, tcp: bool) -> list[Route]:
                 {"error": "procedures start only over the agent's unix socket"}, status_code=403
             )
         assert agent.jobs is not None
+        body = await json_object(request, _BODY, required=("kind",))
         try:
-            body: dict[str, Any] = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "the body must be JSON"}, status_code=400)
-        try:
-            job = agent.jobs.begin(
-                str(body.get("kind")), dict(body.get("params") or {}), body.get("user")
-            )
+            job = agent.jobs.begin(body["kind"], _params(body.get("params")), body.get("user"))
         except JobBusy as exc:
             return JSONResponse({"error": str(exc), "running": exc.job}, status_code=409)
         except KeyError as exc:
@@ -41,25 +71,38 @@ def procedure_routes(agent: AgentView, tcp: bool) -> list[Route]:
                 status_code=404,
             )
         except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse({"error": str(exc), "field": "kind"}, status_code=400)
         return JSONResponse({"id": job}, status_code=202)
 
     async def listing(request: Request) -> Response:
-        assert agent.jobs is not None
-        limit = int(request.query_params.get("limit", "50"))
-        return JSONResponse({"procedures": agent.jobs.journal.recent(limit)})
+        limit = page_limit(request, DEFAULT_PAGE, MAX_PAGE)
+        before = request.query_params.get("before") or None
+
+        def query(store: Store) -> dict[str, Any]:
+            journal = Journal(store)
+            if before is not None and journal.get(before) is None:
+                raise ApiError(f"'before' names no procedure: {before!r}", field="before")
+            rows, more = journal.page(limit, before)
+            cursor = {"before": rows[-1]["id"]} if more else None
+            return {"procedures": rows, "limit": limit, "next": cursor}
+
+        return await reads.json(query)
 
     async def show(request: Request) -> Response:
-        assert agent.jobs is not None
         ref = request.path_params["job"]
-        doc = agent.jobs.journal.get(ref)
-        if doc is None:
-            matches = agent.jobs.journal.ids_like(ref)
-            doc = agent.jobs.journal.get(matches[0]) if len(matches) == 1 else None
-        if doc is None:
-            known = [j["id"] for j in agent.jobs.journal.recent(10)]
-            return JSONResponse({"error": f"no procedure {ref!r}", "known": known}, 404)
-        return JSONResponse(doc)
+
+        def query(store: Store) -> dict[str, Any]:
+            journal = Journal(store)
+            doc = journal.get(ref)
+            if doc is None:
+                matches = journal.ids_like(ref, limit=2)
+                doc = journal.get(matches[0]) if len(matches) == 1 else None
+            if doc is None:
+                known = [j["id"] for j in journal.page(10)[0]]
+                raise ApiError(f"no procedure {ref!r}", status=404, known=known)
+            return doc
+
+        return await reads.json(query)
 
     return [
         Route(f"{API_PREFIX}/procedures", start, methods=["POST"]),

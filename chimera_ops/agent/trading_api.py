@@ -8,16 +8,16 @@ Reads are not audited: a dashboard polling the state would bury the actions that
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chimera_ops.agent.api_guard import ApiError, json_object
 from chimera_ops.trading_spec import TradingConfig
 
 if TYPE_CHECKING:
@@ -27,36 +27,10 @@ API_PREFIX = "/v1"
 _FIELDS: dict[str, type] = {"reason": str, "wait": bool, "component": str, "user": str}
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.extra = extra
-
-
 def _unix_socket_only(request: Request) -> bool:
     # uvicorn reports no client address for a unix-socket peer; the socket's 0600 mode is the
     # authentication there. Anything over TCP is refused unless the caller passes a check.
     return request.scope.get("client") is None
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise _BadRequest(400, 'the body must be JSON, e.g. {"reason": "..."}') from None
-    if not isinstance(body, dict):
-        raise _BadRequest(400, "the body must be a JSON object")
-    unknown = sorted(set(body) - set(_FIELDS))
-    if unknown:
-        raise _BadRequest(400, f"unknown field(s): {', '.join(unknown)}")
-    for key, kind in _FIELDS.items():
-        if body.get(key) is not None and not isinstance(body[key], kind):
-            raise _BadRequest(400, f"field {key!r} must be a {kind.__name__}")
-    return body
 
 
 def trading_routes(
@@ -73,25 +47,25 @@ def trading_routes(
         cfg = agent.config
         names = cfg.engines()
         if not names:
-            raise _BadRequest(
-                409, "no trading engine is configured (no component has a `trading:` section)"
+            raise ApiError(
+                "no trading engine is configured (no component has a `trading:` section)",
+                status=409,
             )
         configs = {n: t for n in names if (t := cfg.components[n].trading) is not None}
         if component is None:
             return configs
         if component not in cfg.components:
-            raise _BadRequest(404, f"unknown component {component!r}", known=sorted(cfg.components))
+            raise ApiError(
+                f"unknown component {component!r}", status=404, known=sorted(cfg.components)
+            )
         if component not in names:
-            raise _BadRequest(
-                400, f"component {component!r} is not a trading engine", engines=names
+            raise ApiError(
+                f"component {component!r} is not a trading engine", field="component", engines=names
             )
         return {component: configs[component]}
 
     async def state(request: Request) -> Response:
-        try:
-            targets = engines(request.query_params.get("component"))
-        except _BadRequest as exc:
-            return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status)
+        targets = engines(request.query_params.get("component"))
         from chimera_ops.trading import run_on_engines  # httpx only when engines are asked
 
         rows = await run_on_engines(targets, "state")
@@ -104,11 +78,8 @@ def trading_routes(
                 status_code=401,
             )
         started = time.monotonic()
-        try:
-            body = await _body(request)
-            targets = engines(body.get("component"))
-        except _BadRequest as exc:
-            return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status)
+        body = await json_object(request, _FIELDS)
+        targets = engines(body.get("component"))
         user = body.get("user") or None
         reason = (body.get("reason") or "").strip() or f"{op} through the agent API"
         wait = bool(body.get("wait")) and op == "halt"

@@ -80,11 +80,23 @@ class Journal:
         ).fetchall()
         return _doc(row, [dict(s) for s in steps])
 
-    def ids_like(self, prefix: str) -> list[str]:
+    def ids_like(self, prefix: str, limit: int = 10) -> list[str]:
         rows = self.db.execute(
-            "SELECT id FROM procedures WHERE id LIKE ? ORDER BY started_at DESC", (prefix + "%",)
+            "SELECT id FROM procedures WHERE id LIKE ? ORDER BY started_at DESC LIMIT ?",
+            (prefix + "%", limit),
         ).fetchall()
         return [r[0] for r in rows]
+
+    def page(self, limit: int, before: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first, `limit` at a time, and whether there are more; `before` is the id of
+        the last one seen (the page goes on after it)."""
+        sql, args = "SELECT * FROM procedures", []
+        if before is not None:
+            sql += " WHERE (started_at, id) < (SELECT started_at, id FROM procedures WHERE id = ?)"
+            args.append(before)
+        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
+        rows = self.db.execute(sql, (*args, limit + 1)).fetchall()
+        return [_doc(r, None) for r in rows[:limit]], len(rows) > limit
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.db.execute(
