@@ -6,8 +6,11 @@ import json
 import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from chimera_ops.agent.paths import socket_path
+
+PROCEDURES_PAGE = 200  # the most `GET /v1/procedures` answers at once
 
 
 class AgentUnavailable(Exception):
@@ -109,14 +112,31 @@ class AgentClient:
         return self.request("GET", f"/v1/procedures/{job}")
 
     def procedures(self, limit: int = 50) -> dict[str, Any]:
-        return self.request("GET", f"/v1/procedures?limit={limit}")
+        """{"procedures": the newest `limit`, newest first}, following the route's `next`
+        cursor page by page (a page holds at most PROCEDURES_PAGE)."""
+        rows: list[dict[str, Any]] = []
+        cursor: dict[str, Any] = {}
+        while len(rows) < limit:
+            query = {"limit": min(limit - len(rows), PROCEDURES_PAGE), **cursor}
+            page = self.request("GET", "/v1/procedures?" + urlencode(query))
+            rows.extend(page["procedures"])
+            if not page.get("next"):
+                break
+            cursor = page["next"]
+        return {"procedures": rows}
 
     def events(
-        self, component: str | None, since: float | None, limit: int = 1000
+        self,
+        component: str | None = None,
+        since: float | None = None,
+        limit: int = 200,
+        before: int | None = None,
+        after: int | None = None,
     ) -> dict[str, Any]:
-        query = [f"limit={limit}"]
-        if component:
-            query.append(f"component={component}")
-        if since is not None:
-            query.append(f"since={since}")
-        return self.request("GET", "/v1/events?" + "&".join(query))
+        """One page of `GET /v1/events`: {"events", "limit", "next"} (pass `next` on as
+        `before=`/`after=` for the following page)."""
+        query = {"limit": limit, "component": component, "since": since}
+        query |= {"before": before, "after": after}
+        return self.request(
+            "GET", "/v1/events?" + urlencode({k: v for k, v in query.items() if v is not None})
+        )

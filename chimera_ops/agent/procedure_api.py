@@ -71,7 +71,7 @@ def procedure_routes(agent: AgentView, tcp: bool, reads: StoreReads) -> list[Rou
                 status_code=404,
             )
         except ValueError as exc:
-            return JSONResponse({"error": str(exc), "field": "kind"}, status_code=400)
+            return JSONResponse({"error": f"field 'kind': {exc}", "field": "kind"}, 400)
         return JSONResponse({"id": job}, status_code=202)
 
     async def listing(request: Request) -> Response:

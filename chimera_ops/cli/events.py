@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,12 @@ from chimera_ops.cli.common import (
     unknown_component,
 )
 from chimera_ops.cli.complete import complete_component
+
+if TYPE_CHECKING:
+    from chimera_ops.store import Event, Store
+
+PAGE = 1000  # events per query, as many as `GET /v1/events` answers at once
+MAX_EVENTS = 100_000  # for more, narrow with --since or page `GET /v1/events` by its cursor
 
 
 def parse_since(value: str | None, now: float) -> float | None:
@@ -40,10 +47,34 @@ def parse_since(value: str | None, now: float) -> float | None:
         ) from None
 
 
+def newest_events(
+    store: Store, limit: int, component: str | None, since: float | None
+) -> list[Event]:
+    """The newest `limit` events, oldest first, read PAGE at a time by the id cursor (as
+    `GET /v1/events` pages them), never in one unbounded query."""
+    pages: list[list[Event]] = []
+    before: int | None = None
+    wanted = limit
+    while wanted > 0:
+        page, more = store.events_page(min(wanted, PAGE), component, since, before=before)
+        pages.append(page)
+        wanted -= len(page)
+        if not more or not page:
+            break
+        before = page[0].id
+    return [event for page in reversed(pages) for event in page]
+
+
 @click.command()
 @click.option("--component", "-c", help="Only this component.", shell_complete=complete_component)
 @click.option("--since", help="Only events newer than this ('1h', '30m', or an ISO time).")
-@click.option("--limit", default=200, show_default=True, help="At most this many (newest).")
+@click.option(
+    "--limit",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1, MAX_EVENTS),
+    help="At most this many (newest), read a page at a time.",
+)
 @json_option
 @pass_cli
 def events(
@@ -65,8 +96,10 @@ def events(
             as_json,
         )
     store = Store(db, readonly=True)
-    found = [e.to_dict() for e in store.events(component=component, since=since_ts, limit=limit)]
-    store.close()
+    try:
+        found = [e.to_dict() for e in newest_events(store, limit, component, since_ts)]
+    finally:
+        store.close()
     if as_json:
         emit_json({"events": found})
         sys.exit(EXIT_OK)

@@ -148,7 +148,7 @@ def procedure() -> None:
 
 
 @procedure.command("list")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @json_option
 @pass_cli
 def procedure_list(cli_ctx: CliContext, limit: int, as_json: bool) -> None:
