@@ -65,6 +65,30 @@ def setsid_spawn(port: int) -> None:
         time.sleep(1)
 
 
+def chatty(rate: float, heartbeat: str, width: int) -> None:
+    """Print numbered lines at `rate` per second; every 0.1 s write `<seq> <longest pause>` to
+    `heartbeat` (the longest time one print took: a blocked pipe shows as a long pause)."""
+    seq, longest, next_beat = 0, 0.0, time.monotonic()
+    pad = "x" * max(0, width - 20)
+    started = time.monotonic()
+    while True:
+        due = started + seq / rate
+        now = time.monotonic()
+        if due > now:
+            time.sleep(min(due - now, 0.01))
+            continue
+        before = time.monotonic()
+        print(f"line {seq:010d} {pad}", flush=True)
+        longest = max(longest, time.monotonic() - before)
+        seq += 1
+        if time.monotonic() >= next_beat:
+            next_beat = time.monotonic() + 0.1
+            tmp = heartbeat + ".tmp"
+            with open(tmp, "w") as fh:
+                fh.write(f"{seq} {longest:.3f} {time.time():.3f}")
+            os.replace(tmp, heartbeat)
+
+
 def main() -> None:
     kind = sys.argv[1]
     if kind == "http":
@@ -98,6 +122,8 @@ def main() -> None:
                 time.sleep(period / steps / 2)
             del held
             time.sleep(period / 2)
+    elif kind == "chatty":
+        chatty(float(sys.argv[2]), sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 100)
     elif kind == "sleep":
         while True:
             time.sleep(1)

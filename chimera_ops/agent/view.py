@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from chimera_ops.agent.metrics import AgentMetrics
     from chimera_ops.agent.unit import Unit
     from chimera_ops.agent.watch import Watcher
+    from chimera_ops.alerts import AlertSink
     from chimera_ops.config import ChimeraConfig
     from chimera_ops.store import Store
 
@@ -28,6 +29,7 @@ class AgentView(Protocol):
     store: Store | None
     metrics: AgentMetrics
     watcher: Watcher | None
+    alerts: AlertSink | None
     jobs: JobRunner | None
     order: list[str]
     units: dict[str, Unit]

@@ -205,6 +205,10 @@ class Watcher:
             unit.monitor_restart = f"{finding.monitor}: {finding.message}"
             self.wake.set()
 
+    def resolve(self, key: str, summary: str) -> None:
+        """Resolve an alert raised outside the monitors (log writes, the docker engine)."""
+        self._resolve(key, summary)
+
     def _resolve(self, key: str, summary: str) -> None:
         task = asyncio.get_running_loop().create_task(self.alerts.resolve(key, summary))
         self._resolves.add(task)

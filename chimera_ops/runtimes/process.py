@@ -7,7 +7,8 @@ Rules (ARCHITECTURE.md, "Process runtime rules"):
 - each child dies with the agent: PR_SET_PDEATHSIG=SIGKILL (via `setpriv`, so no unsafe
   preexec_fn in a threaded process), plus the death guard for descendants;
 - stop = stop signal, grace, then SIGKILL of the whole tree, setsid'd descendants included;
-- stdout and stderr go to a size-rotated file.
+- stdout and stderr go to a size-rotated file, through the log relay (`relay.py`): a separate
+  process drains the pipes, so a stopped or busy agent never blocks a child's writes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import shutil
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,12 +30,11 @@ from chimera_ops.config import ComponentConfig
 from chimera_ops.filemodes import child_umask
 from chimera_ops.redact import redact_text
 from chimera_ops.runtimes.base import ExitInfo, Runtime, StartError
-from chimera_ops.runtimes.logfile import RotatingLog, pump
+from chimera_ops.runtimes.relay_client import LogRelay
 from chimera_ops.runtimes.tree import MARKER_ENV, kill_tree, signal_tree, tree_pids
 
 SETPRIV = shutil.which("setpriv")
-_PIPE_LIMIT = 256 * 1024  # longest line kept whole; longer lines are split
-STDERR_TAIL_LINES = 5
+DRAIN_TIMEOUT_S = 1.0  # after the exit: how long the last lines may take to reach the log
 STDERR_TAIL_CHARS = 300  # an exit reason stays one readable line
 _SECRET_KEY = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
 
@@ -69,14 +68,17 @@ def expand_command(command: list[str]) -> list[str]:
 class ProcessRuntime(Runtime):
     """Runs `command` as a supervised child."""
 
-    def __init__(self, name: str, config: ComponentConfig, log_dir: Path, marker: str) -> None:
+    def __init__(
+        self, name: str, config: ComponentConfig, log_dir: Path, marker: str, relay: LogRelay
+    ) -> None:
         self.name = name
         self.config = config
         self.marker = marker
-        self.log = RotatingLog(log_dir / f"{name}.log", config.logs.max_size, config.logs.keep)
+        self.relay = relay
+        self.log_path = log_dir / f"{name}.log"
         self._proc: asyncio.subprocess.Process | None = None
-        self._pumps: list[asyncio.Task[None]] = []
-        self._stderr_tail: deque[bytes] = deque(maxlen=STDERR_TAIL_LINES)
+        self._relay_key: str | None = None
+        self._stderr_tail: list[str] = []
         self._stopping = False
         self._exit: ExitInfo | None = None
         self.create_time: float | None = None
@@ -94,34 +96,32 @@ class ProcessRuntime(Runtime):
         argv = [executable, *command[1:]]
         if SETPRIV:
             argv = [SETPRIV, "--pdeathsig", "SIGKILL", "--", *argv]
+        pipes = self.relay.open_pipes(self.name, self.log_path, cfg.logs.max_size, cfg.logs.keep)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdout=pipes.stdout,
+                stderr=pipes.stderr,
                 cwd=str(cfg.cwd) if cfg.cwd else None,
                 env=env,
                 start_new_session=True,
                 umask=child_umask(),  # the operator's, not the agent's private 077
-                limit=_PIPE_LIMIT,
             )
         except OSError as exc:
             raise StartError(f"cannot start {cfg.command[0]!r}: {exc.strerror or exc}") from exc
+        finally:
+            pipes.close()  # the child holds its own copies: EOF comes when its tree is gone
         self._proc = proc
-        self._stderr_tail.clear()
+        self._relay_key = pipes.key
+        self._stderr_tail = []
         self._stopping = False
         self._exit = None
         try:
             self.create_time = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             self.create_time = time.time()
-        assert proc.stdout and proc.stderr
-        self._pumps = [
-            asyncio.create_task(pump(proc.stdout, self.log, "stdout")),
-            asyncio.create_task(pump(proc.stderr, self.log, "stderr", self._stderr_tail)),
-        ]
-        self.log.note(f"started pid {proc.pid}: {' '.join(cfg.command)}")
+        self.note(f"started pid {proc.pid}: {' '.join(cfg.command)}")
         return proc.pid
 
     # ----------------------------------------------------------------- observe
@@ -138,7 +138,16 @@ class ProcessRuntime(Runtime):
         return sorted(tree_pids(self.pid, self.marker))
 
     def log_files(self) -> list[Path]:
-        return self.log.files()
+        rotated = [
+            self.log_path.with_name(f"{self.log_path.name}.{i}")
+            for i in range(1, self.config.logs.keep + 1)
+        ]
+        return [self.log_path] + [p for p in rotated if p.exists()]
+
+    def note(self, text: str) -> None:
+        """A line from the agent itself (start, exit), so the log tells the whole story."""
+        logs = self.config.logs
+        self.relay.note(self.log_path, logs.max_size, logs.keep, text)
 
     async def wait(self) -> ExitInfo:
         """Wait for the main process to end; then sweep what it left behind."""
@@ -150,7 +159,7 @@ class ProcessRuntime(Runtime):
             at = time.time()
             # Leftovers (a setsid'd grandchild still holding a port) would block the restart.
             await asyncio.to_thread(kill_tree, None, proc.pid, self.marker)
-            await self._drain_pumps()  # the last stderr lines are in once the pipe is drained
+            await self._drain()  # the last stderr lines are in once the pipes are drained
             self._exit = ExitInfo(
                 code=code,
                 signal=sig,
@@ -158,25 +167,25 @@ class ProcessRuntime(Runtime):
                 expected=self._stopping,
                 stderr_tail=self._last_stderr_line(),
             )
-            self.log.note(f"pid {proc.pid} ended: {self._exit.describe()}")
+            self.note(f"pid {proc.pid} ended: {self._exit.describe()}")
         return self._exit
 
     def _last_stderr_line(self) -> str:
         """The child's last stderr line, redacted and capped: a crash's one-line why."""
         if not self._stderr_tail:
             return ""
-        text = self._stderr_tail[-1].decode("utf-8", "replace").strip()
+        text = self._stderr_tail[-1].strip()
         secrets = [v for k, v in self.config.env.items() if _SECRET_KEY.search(k)]
         text = redact_text(text, secrets)
         return text if len(text) <= STDERR_TAIL_CHARS else text[: STDERR_TAIL_CHARS - 3] + "..."
 
-    async def _drain_pumps(self) -> None:
-        # The pipes close when the last holder is gone; do not wait forever for a stray holder.
-        if self._pumps:
-            _, pending = await asyncio.wait(self._pumps, timeout=1.0)
-            for task in pending:
-                task.cancel()
-        self._pumps = []
+    async def _drain(self) -> None:
+        # The pipes close when the last holder is gone; do not wait forever for a stray holder
+        # (the relay goes on draining it; only the exit reason goes without its last line).
+        if self._relay_key is not None:
+            tail = await self.relay.drained(self._relay_key, DRAIN_TIMEOUT_S)
+            self._stderr_tail = tail or []
+            self._relay_key = None
 
     # ----------------------------------------------------------------- stop
     async def stop(self, grace: float | None = None) -> None:
@@ -197,12 +206,11 @@ class ProcessRuntime(Runtime):
             await within(asyncio.shield(proc.wait()), timeout=grace)
         except TimeoutError:
             text = f"pid {proc.pid} ignored {sig_name} for {grace:g}s: SIGKILL"
-            self.log.note(text)
+            self.note(text)
             self._report("stop_escalated", text)
         await asyncio.to_thread(kill_tree, proc.pid, proc.pid, self.marker)
         signal_tree(before, None, signal.SIGKILL)
         await self.wait()
 
     def close(self) -> None:
-        """Release the log file."""
-        self.log.close()
+        """Nothing to release: the relay owns the log file."""

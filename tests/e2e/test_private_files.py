@@ -137,18 +137,19 @@ def test_children_create_files_with_the_operators_umask(short_tmp: Path, umask: 
 def test_writers_are_private_without_the_agents_umask(tmp_path: Path, operator_umask):
     """A CLI command that creates the store, a log or an incident (no agent, umask 022)."""
     from chimera_ops.incidents import capture_incident
-    from chimera_ops.runtimes.logfile import RotatingLog
+    from chimera_ops.runtimes.relay import LogWriter
     from chimera_ops.store import Store
 
     state = tmp_path / "var"
     store = Store.open_in(state)
     store.add_event("test", "written under umask 022")
-    log = RotatingLog(state / "logs" / "engine.log", max_size=200, keep=2)
+    log = LogWriter(str(state / "logs" / "engine.log"), max_size=200, keep=2)
     for i in range(10):  # past max_size: rotated files are private too
-        log.write_line("stdout", f"line {i} postgresql://app:secret@db/app".encode())
+        log.note(f"line {i} postgresql://app:secret@db/app")
     log.close()
+    files = sorted((state / "logs").iterdir())
     incident = capture_incident(
-        state / "incidents", "engine", "test", pids=[], probe_history=[], log_files=log.files()
+        state / "incidents", "engine", "test", pids=[], probe_history=[], log_files=files
     )
     store.close()
     assert (state / "logs" / "engine.log.1").exists() and incident.is_dir()

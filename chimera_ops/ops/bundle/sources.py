@@ -1,9 +1,11 @@
 """A component's log files across rotations, and the part of each inside `--since` and a cap.
 
-Lines are `<UTC ISO> <stream> <text>` (`runtimes/logfile.py`), in time order within a file and
-across `name.log.N .. name.log.1, name.log`, so the first line of a window is found by bisecting
-byte offsets, and a rotation wholly older than the window is skipped without reading it. A line
-with no timestamp counts as inside the window (an unknown time is never cut).
+The log relay (`runtimes/relay.py`) writes what one read of a child's pipe brought as whole
+lines, the first prefixed `<UTC ISO> <stream> ` (a record's head) and the rest bare: a bare line
+has the time and stream of the head before it. Heads are in time order within a file and across
+`name.log.N .. name.log.1, name.log`, so the first line of a window is found by bisecting byte
+offsets, and a rotation wholly older than the window is skipped without reading it. A line whose
+time is unknown (no head before it in its file) counts as inside the window (never cut).
 """
 
 from __future__ import annotations
@@ -80,11 +82,26 @@ def iso_ms(ts: float) -> str:
     )
 
 
+_HEAD = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?:stdout|stderr|agent) ")
+HEAD_SCAN_LINES = 4096  # a bisect that lands on bare lines looks this far for the next head
+
+
 def line_time(line: bytes) -> str | None:
-    """The ISO UTC stamp at the start of a line, else None."""
-    if len(line) >= TS_LEN and line[10:11] == b"T" and line[23:24] == b"Z":
+    """The ISO UTC stamp of a record's head line (`<stamp> <stream> ...`), else None."""
+    if _HEAD.match(line):
         return line[:TS_LEN].decode("ascii", "replace")
     return None
+
+
+def _next_head(fh: IO[bytes], offset: int) -> tuple[int, bytes]:
+    """From `offset`: the first head line (its offset and bytes); (offset, b"") if none near."""
+    start, line = _line_at(fh, offset)
+    for _ in range(HEAD_SCAN_LINES):
+        if not line or line_time(line) is not None:
+            return start, line
+        start = fh.tell()
+        line = fh.readline()
+    return start, b""
 
 
 def _line_at(fh: IO[bytes], offset: int) -> tuple[int, bytes]:
@@ -103,13 +120,14 @@ def window_start(fh: IO[bytes], size: int, since_iso: str | None) -> int:
     lo, hi = 0, size  # lo: 0 or the start of a line older than the window
     while hi - lo > BISECT_LIMIT:
         mid = (lo + hi) // 2
-        start, line = _line_at(fh, mid)
+        start, line = _next_head(fh, mid)
         stamp = line_time(line)
         if not line or stamp is None or stamp >= since_iso:
             hi = mid
         else:
             lo = start
     fh.seek(lo)
+    known: str | None = None  # the time of the last head: bare lines share it
     while True:
         offset = fh.tell()
         if offset >= size:
@@ -117,7 +135,8 @@ def window_start(fh: IO[bytes], size: int, since_iso: str | None) -> int:
         line = fh.readline()
         if not line:
             return size
-        stamp = line_time(line)
+        stamp = line_time(line) or known
+        known = stamp
         if stamp is None or stamp >= since_iso:
             return offset
 

@@ -1,7 +1,9 @@
 """A component's log lines for `chimera-ops logs`: the last N across rotations, and follow.
 
 Process components: `name.log` and `name.log.1 .. .N` read backwards from the newest file until
-N lines (inside `--since`) are found, returned oldest first. Following polls the open file and
+N lines (inside `--since`) are found, returned oldest first. A bare line (not a record's head,
+see `sources.py`) gets the time and stream of the head before it: reading backwards goes on past
+the N lines until that head is found (at most one pipe read back). Following polls the open file and
 notices a rotation (the name points at a new file): the rest of the old file is read first, then
 the new one from its start, so no line is lost or repeated. Docker components: the engine's
 `logs` (`tail`, `since`, `follow`), with Docker's timestamps.
@@ -34,11 +36,14 @@ class Line:
     file: str
 
     @classmethod
-    def parse(cls, raw: bytes, file: str) -> Line:
-        """Split `<UTC ISO> <stream> <text>` (a line of another shape is all text)."""
+    def parse(cls, raw: bytes, file: str, head: Line | None = None) -> Line:
+        """Split a head `<UTC ISO> <stream> <text>`; a bare line takes `head`'s time and
+        stream (with no head it is all text)."""
         text = raw.rstrip(b"\r\n").decode(errors="replace")
         stamp = line_time(raw)
         if stamp is None:
+            if head is not None:
+                return cls(head.ts, head.stream, text, file)
             return cls(None, "", text, file)
         _, _, rest = text.partition(" ")
         stream, _, body = rest.partition(" ")
@@ -53,8 +58,8 @@ class Line:
         return {"ts": self.ts, "stream": self.stream, "text": self.text, "file": self.file}
 
 
-def _backwards(fh: IO[bytes], start: int, end: int) -> Iterator[bytes]:
-    """Complete lines of [start, end), newest first."""
+def _backwards(fh: IO[bytes], start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """Complete lines of [start, end) with their offsets, newest first."""
     pos, rest = end, b""
     while pos > start:
         step = min(BLOCK, pos - start)
@@ -63,11 +68,39 @@ def _backwards(fh: IO[bytes], start: int, end: int) -> Iterator[bytes]:
         block = fh.read(step) + rest
         lines = block.split(b"\n")
         rest = lines[0]
+        offset = pos + len(block)
         for line in reversed(lines[1:]):
+            offset -= len(line) + 1  # the newline before the line
             if line:
-                yield line
+                yield offset + 1, line
     if rest:
-        yield rest
+        yield start, rest
+
+
+def _file_tail(fh: IO[bytes], start: int, size: int, count: int, file: str) -> list[Line]:
+    """Up to `count` newest lines of [start, size) of one file, oldest first, bare lines
+    dated by their head (looked for before `start` too: a window may begin on a bare line)."""
+    raws: list[bytes] = []
+    head: Line | None = None
+    need_head = False  # the oldest line kept is bare: its head is further back
+    for offset, raw in _backwards(fh, 0, size):
+        is_head = line_time(raw) is not None
+        if offset >= start and len(raws) < count:
+            raws.append(raw)
+            need_head = not is_head
+            continue
+        if not need_head:
+            break
+        if is_head:
+            head = Line.parse(raw, file)
+            break
+    lines: list[Line] = []
+    for raw in reversed(raws):
+        line = Line.parse(raw, file, head)
+        if line_time(raw) is not None:
+            head = line
+        lines.append(line)
+    return lines
 
 
 def tail_lines(log_dir: Path, name: str, count: int, since_iso: str | None = None) -> list[Line]:
@@ -81,13 +114,12 @@ def tail_lines(log_dir: Path, name: str, count: int, since_iso: str | None = Non
         with fh:
             size = os.fstat(fh.fileno()).st_size
             start = window_start(fh, size, since_iso)
-            for raw in _backwards(fh, start, size):
-                found.append(Line.parse(raw, log.path.name))
-                if len(found) >= count:
-                    return found[::-1]
+            found = _file_tail(fh, start, size, count - len(found), log.path.name) + found
+            if len(found) >= count:
+                return found
         if start > 0:
             break  # the window began inside this file: older rotations are outside it
-    return found[::-1]
+    return found
 
 
 def follow_lines(log_dir: Path, name: str, stop: Any = None) -> Iterator[Line]:
@@ -95,13 +127,17 @@ def follow_lines(log_dir: Path, name: str, stop: Any = None) -> Iterator[Line]:
     path = log_dir / f"{name}.log"
     fh = _open_at_end(path)
     rest = b""
+    head: Line | None = None
     while stop is None or not stop():
         data = fh.read() if fh is not None else b""
         if data:
             lines = (rest + data).split(b"\n")
             rest = lines.pop()
             for raw in lines:
-                yield Line.parse(raw, path.name)
+                line = Line.parse(raw, path.name, head)
+                if line_time(raw) is not None:
+                    head = line
+                yield line
             continue
         try:
             inode = os.stat(path).st_ino
