@@ -310,12 +310,15 @@ class Store:
         """One page of events by id cursor, oldest first, and whether there are more.
 
         With `after`: the oldest `limit` events whose id is above it (paging forward); else
-        the newest `limit` events, below `before` when given (paging back)."""
+        the newest `limit` events, below `before` when given (paging back). Always a walk of
+        the primary key in page order that stops at the page's end (the unary `+` keeps SQLite
+        off the component and time indexes, whose rows it would have to sort first: 0.7 s for
+        one component of 300k events, against at most one pass over the table this way)."""
         sql = "SELECT * FROM events WHERE 1=1"
         args: list[Any] = []
         for clause, value in (
-            (" AND component = ?", component or None),
-            (" AND ts >= ?", since),
+            (" AND +component = ?", component or None),
+            (" AND +ts >= ?", since),
             (" AND id < ?", before),
             (" AND id > ?", after),
         ):
