@@ -66,6 +66,18 @@ class DockerConfig(StrictModel):
         return value
 
 
+class RetentionConfig(StrictModel):
+    """How much history the store keeps. The agent prunes it in the background (its own SQLite
+    connection, off the event loop, small batches) every `interval`; never what is running."""
+
+    events_max_age: Duration = 30 * 86400.0
+    events_max_rows: int = Field(default=200_000, ge=1000)
+    restarts_max_age: Duration = 30 * 86400.0  # far longer than any crash-loop window
+    audit_max_age: Duration = 365 * 86400.0
+    procedures_max_age: Duration = 180 * 86400.0  # finished procedures and their steps
+    interval: Duration = 3600.0
+
+
 class AgentConfig(StrictModel):
     """The agent's own settings."""
 
@@ -77,3 +89,4 @@ class AgentConfig(StrictModel):
     alerts: AlertsConfig = AlertsConfig()
     incidents: IncidentsConfig = IncidentsConfig()
     docker: DockerConfig = DockerConfig()
+    retention: RetentionConfig = RetentionConfig()

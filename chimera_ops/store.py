@@ -207,30 +207,80 @@ class Counters:
     fatal_at: float | None = None
 
 
+DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """The error says the file is not a sound database (not: full, locked, read-only...)."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in DAMAGE_CODES
+
+
+class StoreDamaged(sqlite3.DatabaseError):
+    """The store file is damaged or not a database at all."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"the store {path} is damaged ({detail})")
+
+
+def _open_reader(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    db.row_factory = sqlite3.Row
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a damaged file fails here
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
+    make_private_dir(path.parent)
+    # Born 0600: SQLite gives the -wal and -shm files the database file's mode.
+    os.close(open_private(path, os.O_WRONLY | os.O_CREAT))
+    db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        _migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added after a store was first created (stores are kept across upgrades)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(counters)")}
+    for column, kind in ADDED_COUNTER_COLUMNS:
+        if column not in have:
+            db.execute(f"ALTER TABLE counters ADD COLUMN {column} {kind}")
+
+
 class Store:
     """SQLite store at `state_dir/chimera.db`."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
-        if readonly:
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-        else:
-            make_private_dir(path.parent)
-            # Born 0600: SQLite gives the -wal and -shm files the database file's mode.
-            os.close(open_private(path, os.O_WRONLY | os.O_CREAT))
-            self._db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._migrate()
-        self._db.row_factory = sqlite3.Row
+        try:
+            self._db = _open_reader(path) if readonly else _open_writer(path)
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise StoreDamaged(path, str(exc)) from None
+            raise
 
-    def _migrate(self) -> None:
-        """Columns added after a store was first created (stores are kept across upgrades)."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(counters)")}
-        for column, kind in ADDED_COUNTER_COLUMNS:
-            if column not in have:
-                self._db.execute(f"ALTER TABLE counters ADD COLUMN {column} {kind}")
+    def quick_check(self) -> str | None:
+        """`PRAGMA quick_check`: None when the file is sound, else what SQLite found."""
+        try:
+            rows = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(5)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                return str(exc)
+            raise
+        return None if rows == ["ok"] else "; ".join(rows)
 
     @classmethod
     def open_in(cls, state_dir: Path, readonly: bool = False) -> Store:
@@ -447,13 +497,14 @@ class Store:
         result: str | None = None,
         duration_s: float | None = None,
         user: str | None = None,
+        ts: float | None = None,
     ) -> int:
         """Record an operator command: who, when, where, why, and how it ended."""
         cur = self._db.execute(
             "INSERT INTO audit(ts, user, host, command, args, reason, result, duration_s)"
             " VALUES (?,?,?,?,?,?,?,?)",
             (
-                time.time(),
+                ts if ts is not None else time.time(),
                 user or _current_user(),
                 socket.gethostname(),
                 command,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,42 @@ REPO = Path(__file__).resolve().parents[1]
 def child(*args: object) -> list[str]:
     """argv of a test child program."""
     return [sys.executable, CHILDREN, *map(str, args)]
+
+
+def http_component(port: int, **extra: object) -> dict[str, object]:
+    """A `process` component serving GET /health on `port`, restarted quickly when it dies."""
+    return {
+        "runtime": "process",
+        "command": child("http", port),
+        "readiness": {"http": f"http://127.0.0.1:{port}/health", "period": "0.2s", "timeout": "1s"},
+        "restart": {"policy": "always", "backoff": {"initial": "0.2s", "max": "2s"}},
+        "stop": {"grace": "2s"},
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. "4m") mounted on `path` (0700; needs root), unmounted after."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill_disk(directory: Path) -> Path:
+    """Fill the file system of `directory` to the last byte (`directory/filler`)."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as fh:
+        for size in (65536, 4096, 1):
+            with contextlib.suppress(OSError):
+                while fh.write(b"\0" * size):
+                    pass
+    return filler
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -43,6 +43,25 @@ class AgentLock:
         os.fsync(fd)
         self._fd = fd
 
+    def renew(self) -> None:
+        """The pid file was removed (with the state dir): write and lock a new one, so that a
+        second agent on this state_dir is still refused."""
+        if self._fd is None:
+            return
+        try:
+            held, now = os.fstat(self._fd), os.stat(self.path)
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        old, self._fd = self._fd, None
+        try:
+            self.acquire()
+        except AgentAlreadyRunning:
+            self._fd = old  # another agent took the new file: it says so, keep ours
+            raise
+        os.close(old)
+
     def release(self) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)

@@ -25,12 +25,14 @@ from chimera_ops import __version__
 from chimera_ops.agent import registry
 from chimera_ops.agent.jobs import JobRunner
 from chimera_ops.agent.lock import AgentAlreadyRunning, AgentLock
+from chimera_ops.agent.log_trouble import LogTroubleReporter
 from chimera_ops.agent.metrics import AgentMetrics
 from chimera_ops.agent.paths import MAX_SOCKET_PATH, instance_id, log_dir, socket_path
 from chimera_ops.agent.reconcile import decide
 from chimera_ops.agent.sdnotify import SystemdNotify
 from chimera_ops.agent.status_doc import status_document
 from chimera_ops.agent.unit import Unit
+from chimera_ops.agent.upkeep import StateUpkeep
 from chimera_ops.agent.wake import Wake
 from chimera_ops.agent.watch import Watcher
 from chimera_ops.aio import within
@@ -46,9 +48,11 @@ from chimera_ops.runtimes.base import Runtime
 from chimera_ops.runtimes.external import ExternalRuntime
 from chimera_ops.runtimes.guard import DeathGuard
 from chimera_ops.runtimes.process import ProcessRuntime
+from chimera_ops.runtimes.relay_client import LogRelay
 from chimera_ops.runtimes.tree import kill_tree, live_agents, marker_value, pids_with_marker
 from chimera_ops.states import State, is_up
 from chimera_ops.store import Store
+from chimera_ops.store_guard import open_agent_store
 
 if TYPE_CHECKING:
     from chimera_ops.docker.engine import DockerEngine
@@ -93,18 +97,23 @@ class Agent:
         self.last_tick = 0.0
         self.tick_lag = 0.0
         self._api_exit = asyncio.Event()  # tells the uvicorn servers to stop
+        self._api_tasks: list[asyncio.Task[None]] = []
+        self.upkeep: StateUpkeep | None = None  # the store's failures, a removed state dir
         self.watcher: Watcher | None = None
         self.alerts: AlertSink | None = None
         self.jobs: JobRunner | None = None  # procedures (restart --safe...), once running
         self.docker: DockerEngine | None = None  # made only when a docker component exists
         self.systemd = SystemdNotify.from_env()  # READY/STATUS/WATCHDOG/STOPPING when asked
+        # Every process component's output goes through one relay process (started on first
+        # use), so a stopped or busy agent never blocks a child's writes.
+        self.relay = LogRelay(on_trouble=LogTroubleReporter(self))
 
     # ----------------------------------------------------------------- setup
     def _runtime_for(self, name: str) -> Runtime:
         component = self.config.components[name]
         if component.runtime == "process":
             marker = marker_value(self.instance, os.getpid(), name)
-            return ProcessRuntime(name, component, log_dir(self.state_dir), marker)
+            return ProcessRuntime(name, component, log_dir(self.state_dir), marker, self.relay)
         if component.runtime == "external":
             return ExternalRuntime()
         if component.runtime == "docker":
@@ -216,18 +225,30 @@ class Agent:
         exit_requested = self._api_exit
 
         app = build_app(self)
-        sock = self._bind_socket()
-        server = Server(
-            uvicorn.Config(
-                app,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                date_header=False,
-                **server_options(tcp=False),
+        unix: list[Server] = []
+
+        def serve_unix() -> None:
+            """Listen on a new control socket (at start, and when it was removed)."""
+            sock = self._bind_socket()
+            server = Server(
+                uvicorn.Config(
+                    app,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                    date_header=False,
+                    **server_options(tcp=False),
+                )
             )
-        )
-        tasks = [asyncio.create_task(server.serve(sockets=[sock]))]
+            for old in unix:  # the removed socket's listener: no one can reach it any more
+                for listener in old.servers:
+                    listener.close()
+            unix[:] = [server]
+            self._api_tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+
+        serve_unix()
+        if self.upkeep is not None:
+            self.upkeep.rebind = serve_unix
         if self.config.agent.metrics.listen:
             host, _, port = self.config.agent.metrics.listen.rpartition(":")
             metrics_server = Server(
@@ -242,8 +263,9 @@ class Agent:
                     **server_options(tcp=True),
                 )
             )
-            tasks.append(asyncio.create_task(metrics_server.serve()))
-        await asyncio.gather(*tasks)
+            self._api_tasks.append(asyncio.create_task(metrics_server.serve()))
+        await exit_requested.wait()
+        await asyncio.gather(*self._api_tasks)
 
     def _note_tightened(self, store: Store, changed: int, errors: list[str]) -> None:
         """One note of what `tighten_tree` made private (left readable by an older version or
@@ -307,7 +329,18 @@ class Agent:
         # Before the store opens: SQLite gives new -wal/-shm files the database file's mode.
         tightened = tighten_tree(self.state_dir)
         _use_pidfd_child_watcher()
-        self.store = store = Store.open_in(self.state_dir)
+        # A damaged store is set aside (and said below); its write errors are never fatal.
+        guarded, damaged = open_agent_store(self.state_dir / "chimera.db")
+        self.store = store = guarded
+        self.upkeep = upkeep = StateUpkeep(
+            guarded,
+            self.metrics,
+            self.lock,
+            socket_path(self.state_dir),
+            self.config.agent.retention,
+        )
+        if damaged is not None:
+            upkeep.store_damaged(damaged)
         registered: Path | None = None
         try:
             self._note_tightened(store, *tightened)
@@ -329,6 +362,7 @@ class Agent:
             self.watcher = Watcher(
                 self.config, self.units, store, self.metrics, self.alerts, self.wake
             )
+            upkeep.attach(self.alerts, self.watcher)
             self._attach_container_memory()
             if self.docker is not None:
                 self.docker.start()
@@ -351,17 +385,20 @@ class Agent:
                 self.jobs.cancel()
                 await self.jobs.wait_cancelled()
             await self._stop_all("agent shutting down")
+            await self.relay.aclose()  # the children are gone: the relay drains and ends
             self._api_exit.set()
             await asyncio.wait([api_task], timeout=5)
             store.add_event("agent_stopped", f"agent pid {os.getpid()} stopped cleanly")
             return 0
         finally:
+            upkeep.cancel()
             for unit in self.units.values():
                 unit.cancel_tasks()
             if self.watcher is not None:
                 self.watcher.cancel()
             if self.alerts is not None:
                 await self.alerts.aclose()
+            await self.relay.aclose(timeout=2.0)
             if self.guard is not None:
                 self.guard.close()
             if self.docker is not None:
@@ -420,6 +457,8 @@ class Agent:
         """One round: launch due probes, decide and act for each component, refresh metrics."""
         now = time.time()
         self.last_tick = now
+        if self.upkeep is not None:  # the store: replay, remake a removed state dir, prune
+            self.upkeep.tick(now)
         for unit in self.units.values():
             unit.launch_due_probes(now)
         if self.watcher is not None:

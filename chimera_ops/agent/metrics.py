@@ -109,8 +109,32 @@ METRICS: tuple[MetricSpec, ...] = (
         ("schedule",),
     ),
     MetricSpec("agent_tick_lag_seconds", Gauge, "How late the last agent tick started", ()),
+    # The agent's own store (store_guard.py): failed writes wait in memory, never fatal.
+    MetricSpec(
+        "state_write_errors",
+        Counter,
+        "Writes to the agent's store that failed (full disk, I/O error, state dir removed)",
+        (),
+    ),
+    MetricSpec("state_write_backlog", Gauge, "Store writes waiting in memory to be replayed", ()),
     MetricSpec(
         "docker_engine_up", Gauge, "1 when the Docker engine of docker components answers", ()
+    ),
+    # Child output (the log relay): a write that fails drops lines, never blocks the child.
+    MetricSpec(
+        "log_write_errors",
+        Counter,
+        "Failing streaks of a component log's writes (disk full, I/O error, folder gone)",
+        ("component",),
+    ),
+    MetricSpec(
+        "log_dropped_lines",
+        Counter,
+        "Lines of a component's output dropped because its log could not be written",
+        ("component",),
+    ),
+    MetricSpec(
+        "log_relay_restarts", Counter, "Times the log relay process ended and was started again", ()
     ),
     MetricSpec(
         "alert_delivery_failures",
@@ -161,6 +185,10 @@ class AgentMetrics:
         """Drop a labelled series (e.g. the leak forecast when no leak is seen)."""
         with contextlib.suppress(KeyError):
             self.m[metric].remove(*labels.values())
+
+    def count_state_write_error(self) -> None:
+        """One write to the agent's store failed."""
+        self.m["state_write_errors"].inc()
 
     def count_alert_failure(self, sink: str) -> None:
         """One failed alert delivery to `sink` (webhook | alertmanager)."""

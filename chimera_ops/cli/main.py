@@ -4,6 +4,7 @@ that command runs (click's lazy-group pattern): `chimera-ops status` must start 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 import click
@@ -54,6 +55,38 @@ class LazyGroup(click.Group):
         command = getattr(importlib.import_module(f"chimera_ops.cli.{module}"), attribute)
         assert isinstance(command, click.Command)
         return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            store_error(exc, "--json" in ctx.args)  # the subcommand's own arguments
+            raise
+
+
+def store_error(exc: Exception, as_json: bool) -> None:
+    """A store that cannot be read is one clear line and the next step (exit 1), never a
+    traceback; any other exception is left alone."""
+    sqlite3 = sys.modules.get("sqlite3")  # not imported: the error cannot be one of its own
+    if sqlite3 is None or not isinstance(exc, sqlite3.Error):
+        return
+    from chimera_ops.cli.common import EXIT_PROBLEM, fail
+    from chimera_ops.store import StoreDamaged, is_damage
+
+    if isinstance(exc, StoreDamaged) or is_damage(exc):
+        fail(
+            str(exc) if isinstance(exc, StoreDamaged) else f"the store is damaged ({exc})",
+            EXIT_PROBLEM,
+            "start the agent (`chimera-ops agent`): it sets the damaged file aside as "
+            "chimera.db.damaged-<UTC> and starts a fresh store; or move chimera.db away",
+            as_json,
+        )
+    fail(
+        f"the store cannot be used: {exc}",
+        EXIT_PROBLEM,
+        "check the state dir (free space, permissions), then run the command again",
+        as_json,
+    )
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,18 +11,8 @@ import psutil
 
 from chimera_ops.agent.paths import instance_id
 from tests.harness import child, pid_alive, wait_for
+from tests.harness import http_component as _http_component
 from tests.services import free_port
-
-
-def _http_component(port: int, **extra: object) -> dict[str, object]:
-    return {
-        "runtime": "process",
-        "command": child("http", port),
-        "readiness": {"http": f"http://127.0.0.1:{port}/health", "period": "0.2s", "timeout": "1s"},
-        "restart": {"policy": "always", "backoff": {"initial": "0.2s", "max": "2s"}},
-        "stop": {"grace": "2s"},
-        **extra,
-    }
 
 
 def _port_free(port: int) -> bool:
