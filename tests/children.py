@@ -89,6 +89,21 @@ def chatty(rate: float, heartbeat: str, width: int) -> None:
             os.replace(tmp, heartbeat)
 
 
+def blast(seconds: float, width: int, report: str, block: int = 8192) -> None:
+    """Print `width`-byte lines as fast as the pipe takes them for `seconds` (writes of `block`
+    bytes, as stdio's block buffering does); write the bytes/s reached to `report`; then idle."""
+    line = b"y" * (width - 1) + b"\n"
+    data = line * max(1, block // len(line))
+    written, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        written += os.write(1, data)
+    elapsed = time.monotonic() - started
+    with open(report, "w") as fh:
+        fh.write(f"{written / elapsed:.0f}")
+    while True:
+        time.sleep(1)
+
+
 def main() -> None:
     kind = sys.argv[1]
     if kind == "http":
@@ -122,6 +137,8 @@ def main() -> None:
                 time.sleep(period / steps / 2)
             del held
             time.sleep(period / 2)
+    elif kind == "blast":
+        blast(float(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif kind == "chatty":
         chatty(float(sys.argv[2]), sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 100)
     elif kind == "sleep":

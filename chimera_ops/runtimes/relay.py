@@ -37,6 +37,8 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 READ_SIZE = 1 << 20  # one read of a pipe (the pipes are enlarged to this where allowed)
 MAX_LINE = 256 * 1024  # a longer line is split
@@ -77,13 +79,17 @@ def free_bytes(path: str) -> int | None:
     return None
 
 
-def frame(stream: bytes, body: bytes, now: float | None = None) -> list[bytes]:
-    """The bytes to write for `body` (whole lines, ending in a newline) from `stream`."""
-    head = stamp(now) + b" " + stream + b" "
-    if any(marker in body for marker in _SPOOF):
+def frame(stream: bytes, body: bytes | bytearray, end: int | None = None) -> list[Any]:
+    """The buffers to write for `body[:end]` (whole lines, ending in a newline) from `stream`.
+    No copy of the body: a memoryview of it (the caller writes before reusing the buffer)."""
+    end = len(body) if end is None else end
+    head = stamp() + b" " + stream + b" "
+    # One memchr pass in the usual case (no "Z" at all); the exact markers only when needed.
+    if body.find(b"Z", 0, end) >= 0 and any(body.find(m, 0, end) >= 0 for m in _SPOOF):
         # A line inside that looks like a prefix would be read as one: prefix every line.
-        return [head + body[:-1].replace(b"\n", b"\n" + head) + b"\n"]
-    return [head, body]
+        text = bytes(body[:end])
+        return [head + text[:-1].replace(b"\n", b"\n" + head) + b"\n"]
+    return [head, memoryview(body)[:end]]
 
 
 class LogWriter:
@@ -107,7 +113,7 @@ class LogWriter:
         self.dropped_bytes = 0
         self.total_dropped_lines = 0
         self.total_written = 0
-        self.lines_since_check = 0
+        self.bytes_since_check = 0  # written since the last look: lost if the file vanished
         self.torn = False  # a partial write left half a line: start the next on a new line
         self.events: list[dict[str, object]] = []  # for the relay to pass on to the agent
 
@@ -150,14 +156,16 @@ class LogWriter:
         except OSError:
             same = False
         if not same:
-            lost = self.lines_since_check
+            lost = self.bytes_since_check
             self._close()
-            self._fail(f"{self.path} vanished", lost, 0)
-        self.lines_since_check = 0
+            # Lines are counted only where they are dropped (counting every read costs more
+            # than relaying it): the bytes written into the removed file say the loss here.
+            self._fail(f"{self.path} was removed", 0, lost)
+        self.bytes_since_check = 0
 
     # ------------------------------------------------------------------ writes
-    def write(self, parts: list[bytes], lines: int) -> bool:
-        """Append the framed `parts` (holding `lines` lines); False when dropped."""
+    def write(self, parts: list[Any], lines: Callable[[], int]) -> bool:
+        """Append the framed `parts`; False when dropped (then `lines()` are counted)."""
         size = sum(len(p) for p in parts)
         try:
             if self.fd is None:
@@ -170,13 +178,13 @@ class LogWriter:
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ESTALE):
                 self._close()  # the folder is gone: the next write makes it anew
-            self._fail(f"{self.path}: {exc.strerror or exc}", lines, size)
+            self._fail(f"{self.path}: {exc.strerror or exc}", lines(), size)
             return False
-        self.lines_since_check += lines
+        self.bytes_since_check += size
         self.total_written += size
         return True
 
-    def _write_all(self, parts: list[bytes], size: int) -> None:
+    def _write_all(self, parts: list[Any], size: int) -> None:
         assert self.fd is not None
         if self.torn:
             parts = [b"\n", *parts]
@@ -236,7 +244,7 @@ class LogWriter:
     def note(self, text: str) -> None:
         """A line of the agent's own (start, exit) into the component's log."""
         line = text.replace("\n", " ").encode(errors="replace")
-        self.write([stamp() + b" agent " + line + b"\n"], 1)
+        self.write([stamp() + b" agent " + line + b"\n"], lambda: 1)
 
     def close(self) -> None:
         self._close()
@@ -252,32 +260,45 @@ class Stream:
         self.rest = b""
         self.tail: deque[bytes] | None = deque(maxlen=TAIL_LINES) if name == b"stderr" else None
 
-    def feed(self, data: bytes) -> None:
-        """Whole lines of `data` go to the log; a partial last line waits for its end."""
-        if self.rest:
-            data = self.rest + data
+    def feed(self, buf: bytearray, n: int) -> None:
+        """Whole lines of `buf[:n]` go to the log; a partial last line waits for its end."""
+        if self.rest:  # a line began in the last read: join (a copy, but only of this read)
+            data = self.rest + buf[:n]
+            self.rest = b""
+            self._feed_bytes(data)
+            return
+        cut = buf.rfind(b"\n", 0, n) + 1
+        if cut:
+            self._emit(buf, cut)
+        if cut < n:
+            self.rest = bytes(buf[cut:n])
+            if len(self.rest) >= MAX_LINE:
+                data, self.rest = self.rest + b"\n", b""
+                self._emit(data, len(data))
+
+    def _feed_bytes(self, data: bytes) -> None:
         cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) < MAX_LINE:
+            self.rest = data
+            return
         if cut == 0:
-            if len(data) < MAX_LINE:
-                self.rest = data
-                return
             data, cut = data + b"\n", len(data) + 1
         body, self.rest = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
         if len(self.rest) >= MAX_LINE:
             body, self.rest = body + self.rest + b"\n", b""
-        self._emit(body)
+        self._emit(body, len(body))
 
     def finish(self) -> None:
         """EOF: a last line without a newline is still a line."""
         if self.rest:
             body, self.rest = self.rest + b"\n", b""
-            self._emit(body)
+            self._emit(body, len(body))
 
-    def _emit(self, body: bytes) -> None:
-        lines = body.count(b"\n")
-        self.attach.writer.write(frame(self.name, body), lines)
+    def _emit(self, body: bytes | bytearray, end: int) -> None:
+        self.attach.writer.write(frame(self.name, body, end), lambda: body.count(b"\n", 0, end))
         if self.tail is not None:
-            for line in body[-4 * TAIL_CHARS :].split(b"\n")[-TAIL_LINES - 1 :]:
+            last = bytes(body[max(0, end - 4 * TAIL_CHARS) : end])
+            for line in last.split(b"\n")[-TAIL_LINES - 1 :]:
                 if line.strip():
                     self.tail.append(line[-TAIL_CHARS:])
 
@@ -310,6 +331,7 @@ class Relay:
         self.outbox: deque[dict[str, object]] = deque(maxlen=OUTBOX_MAX)
         self.agent_gone_at: float | None = None
         self.next_check = time.monotonic() + VANISH_CHECK_S
+        self.buf = bytearray(READ_SIZE)
 
     # ------------------------------------------------------------------ to the agent
     def send(self, message: dict[str, object]) -> None:
@@ -410,13 +432,15 @@ class Relay:
     # ------------------------------------------------------------------ pipes
     def _on_pipe(self, stream: Stream) -> None:
         try:
-            data = os.read(stream.fd, READ_SIZE)
+            # Into one reused buffer: os.read(fd, 1 MiB) would map and unmap a fresh MiB for
+            # every read, which cost more than the copying itself.
+            n = os.readv(stream.fd, [self.buf])
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
-        if data:
-            stream.feed(data)
+            n = 0
+        if n:
+            stream.feed(self.buf, n)
         else:
             stream.finish()
             self.sel.unregister(stream.fd)

@@ -28,6 +28,9 @@ from chimera_ops.runtimes.relay import enlarge_pipe
 log = logging.getLogger("chimera_ops.relay")
 
 RELAY_SCRIPT = Path(__file__).with_name("relay.py")
+# 256 KiB: a chatty child rides out a busy moment of the relay without blocking, and the ring
+# still fits a CPU cache (1 MiB pipes measured no faster; see bench/results/resilience.md).
+PIPE_SIZE = 256 * 1024
 FINISHED_KEPT = 256
 OUTBOX_MAX = 10_000  # notes and attaches to a relay that does not read; oldest notes dropped
 Trouble = Callable[[str, dict[str, Any]], None]
@@ -163,7 +166,7 @@ class LogRelay:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         for fd in (out_r, err_r):
-            enlarge_pipe(fd)
+            enlarge_pipe(fd, PIPE_SIZE)
         attached = _Attached(key, path, max_size, keep, (out_r, err_r))
         self._attached[key] = attached
         self._send_attach(attached)

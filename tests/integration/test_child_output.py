@@ -207,8 +207,8 @@ def test_a_line_that_looks_like_a_head_is_never_read_as_one(tmp_path: Path, line
         writer = LogWriter(str(tmp_path / "x.log"), 1 << 20, 2)
 
     stream = Stream(-1, b"stdout", _Attach())  # type: ignore[arg-type]
-    stream.feed(b"first\n" + line + b"last\n")
-    stream.feed(b"plain one\nplain two\n")
+    for read in (b"first\n" + line + b"last\n", b"plain one\nplain two\n"):
+        stream.feed(bytearray(read), len(read))
     lines = tail_lines(tmp_path, "x", 10)
     assert [(x.stream, x.text) for x in lines] == [
         ("stdout", "first"),
