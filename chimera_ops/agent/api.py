@@ -55,10 +55,14 @@ def server_options(tcp: bool) -> dict[str, Any]:
     """uvicorn settings of a listener: a flood of connections stays cheap and bounded.
 
     Beyond `limit_concurrency` open connections a request is answered 503 at once; headers
-    are refused past 16 KiB; an idle keep-alive connection is closed after 5 s. The unix
-    socket has its own server and limit, so a TCP flood never locks the operator out.
+    are refused past 16 KiB (h11, named so that an installed httptools, which has no such
+    cap, is not picked instead); an idle keep-alive connection is closed after 5 s; no
+    WebSocket upgrades. The unix socket has its own server and limit, so a TCP flood never
+    locks the operator out.
     """
     return {
+        "http": "h11",
+        "ws": "none",
         "limit_concurrency": 32 if tcp else 64,
         "h11_max_incomplete_event_size": 16 * 1024,
         "timeout_keep_alive": 5,
