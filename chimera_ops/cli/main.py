@@ -57,10 +57,11 @@ class LazyGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        as_json = "--json" in ctx.args  # the subcommand's arguments (emptied by invoke)
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            store_error(exc, "--json" in ctx.args)  # the subcommand's own arguments
+            store_error(exc, as_json)
             raise
 
 

@@ -9,6 +9,7 @@ and supervision are asserted.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -129,6 +130,8 @@ def test_damaged_store_is_set_aside_at_start(agent_factory) -> None:
         assert "Traceback" not in result.stderr + result.stdout
         assert "damaged" in result.stderr + result.stdout
         assert "chimera-ops agent" in result.stderr + result.stdout  # the next step
+        if "--json" in command:
+            assert "damaged" in json.loads(result.stdout)["error"]
     agent.start()
     agent.wait_state("web", "running")
     aside = [p.name for p in agent.state_dir.iterdir() if p.name.startswith("chimera.db.damaged-")]
