@@ -375,11 +375,12 @@ class ChimeraAgent:
         return self.proc.pid
 
     def helper_pids(self) -> list[int]:
-        """The agent's non-component helpers (the `sh` death guard)."""
+        """The agent's non-component helpers (the `sh` death guard, the log relay)."""
         found = []
         for proc in psutil.process_iter(["cmdline", "ppid"]):
-            if proc.info["ppid"] == self.pid and "chimera-ops-guard" in (
-                proc.info["cmdline"] or []
+            cmdline = proc.info["cmdline"] or []
+            if proc.info["ppid"] == self.pid and (
+                "chimera-ops-guard" in cmdline or "chimera-ops-relay" in cmdline
             ):
                 found.append(proc.pid)
         return found

@@ -6,7 +6,7 @@ read the pipes, a SIGSTOPped, busy or restarting agent froze every chatty child 
 The relay does nothing but drain pipes into size-rotated files, so it keeps draining while the
 agent is stopped, and its work (about a core at full speed) is off the agent's event loop.
 
-Runs as ``python -I -S relay.py FD``: it imports only the standard library (no site-packages,
+Runs as ``python -I -S`` (see ``relay_client._BOOT``): it imports only the standard library (no site-packages,
 no chimera_ops), so its resident size stays a few MiB. FD is a SOCK_SEQPACKET socket to the
 agent; the agent keeps a duplicate of every read end it hands over, so if the relay dies a
 child's writes never meet a broken pipe, and a new relay is given the same pipes.
@@ -29,18 +29,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
+import marshal
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
 
-READ_SIZE = 1 << 20  # one read of a pipe (the pipes are enlarged to this where allowed)
+# Not `typing`: the relay imports only what it runs on (each import is resident memory).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+READ_SIZE = 256 * 1024  # one read of a pipe: the agent makes the pipes this big
 MAX_LINE = 256 * 1024  # a longer line is split
 MSG_SIZE = 64 * 1024
 TAIL_LINES = 5
@@ -79,7 +82,9 @@ def free_bytes(path: str) -> int | None:
     return None
 
 
-def frame(stream: bytes, body: bytes | bytearray, end: int | None = None) -> list[Any]:
+def frame(
+    stream: bytes, body: bytes | bytearray, end: int | None = None
+) -> list[bytes | memoryview]:
     """The buffers to write for `body[:end]` (whole lines, ending in a newline) from `stream`.
     No copy of the body: a memoryview of it (the caller writes before reusing the buffer)."""
     end = len(body) if end is None else end
@@ -164,7 +169,7 @@ class LogWriter:
         self.bytes_since_check = 0
 
     # ------------------------------------------------------------------ writes
-    def write(self, parts: list[Any], lines: Callable[[], int]) -> bool:
+    def write(self, parts: list[bytes | memoryview], lines: Callable[[], int]) -> bool:
         """Append the framed `parts`; False when dropped (then `lines()` are counted)."""
         size = sum(len(p) for p in parts)
         try:
@@ -184,7 +189,7 @@ class LogWriter:
         self.total_written += size
         return True
 
-    def _write_all(self, parts: list[Any], size: int) -> None:
+    def _write_all(self, parts: list[bytes | memoryview], size: int) -> None:
         assert self.fd is not None
         if self.torn:
             parts = [b"\n", *parts]
@@ -324,8 +329,10 @@ class Relay:
     def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
         self.ctl.setblocking(False)
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(ctl, selectors.EVENT_READ, None)
+        # select.epoll, not selectors: every import is resident memory of the relay.
+        self.poll = select.epoll()
+        self.poll.register(ctl.fileno(), select.EPOLLIN)
+        self.streams: dict[int, Stream] = {}
         self.writers: dict[str, LogWriter] = {}
         self.open: dict[str, Attachment] = {}
         self.outbox: deque[dict[str, object]] = deque(maxlen=OUTBOX_MAX)
@@ -340,7 +347,7 @@ class Relay:
 
     def _flush(self) -> None:
         while self.outbox and self.agent_gone_at is None:
-            data = json.dumps(self.outbox[0]).encode()
+            data = marshal.dumps(self.outbox[0])
             try:
                 self.ctl.send(data)
             except (BlockingIOError, InterruptedError):
@@ -349,15 +356,15 @@ class Relay:
                 self._agent_gone()
                 return
             self.outbox.popleft()
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0)
+        want = select.EPOLLIN | (select.EPOLLOUT if self.outbox else 0)
         if self.agent_gone_at is None:
-            self.sel.modify(self.ctl, want, None)
+            self.poll.modify(self.ctl.fileno(), want)
 
     def _agent_gone(self) -> None:
         if self.agent_gone_at is None:
             self.agent_gone_at = time.monotonic()
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(self.ctl)
+            with contextlib.suppress(OSError, ValueError):
+                self.poll.unregister(self.ctl.fileno())
 
     # ------------------------------------------------------------------ from the agent
     def _on_ctl(self) -> None:
@@ -375,8 +382,8 @@ class Relay:
                 self._agent_gone()
                 return
             try:
-                message = json.loads(data)
-            except ValueError:
+                message = marshal.loads(data)
+            except (ValueError, EOFError, TypeError):
                 for fd in fds:
                     os.close(fd)
                 continue
@@ -405,7 +412,8 @@ class Relay:
                 os.set_blocking(fd, False)
                 stream = Stream(fd, name, attach)
                 attach.streams.append(stream)
-                self.sel.register(fd, selectors.EVENT_READ, stream)
+                self.streams[fd] = stream
+                self.poll.register(fd, select.EPOLLIN)
             self.open[key] = attach
             return
         for fd in fds:
@@ -443,7 +451,8 @@ class Relay:
             stream.feed(self.buf, n)
         else:
             stream.finish()
-            self.sel.unregister(stream.fd)
+            self.poll.unregister(stream.fd)
+            del self.streams[stream.fd]
             os.close(stream.fd)
             stream.fd = -1
             attach = stream.attach
@@ -461,14 +470,15 @@ class Relay:
             ):
                 return 0
             timeout = max(0.0, self.next_check - time.monotonic())
-            for key, mask in self.sel.select(timeout):
-                if key.data is None:
-                    if mask & selectors.EVENT_READ:
-                        self._on_ctl()
-                    if mask & selectors.EVENT_WRITE and self.agent_gone_at is None:
-                        self._flush()
-                else:
-                    self._on_pipe(key.data)
+            for fd, mask in self.poll.poll(timeout):
+                stream = self.streams.get(fd)
+                if stream is not None:
+                    self._on_pipe(stream)
+                    continue
+                if mask & select.EPOLLIN or mask & (select.EPOLLHUP | select.EPOLLERR):
+                    self._on_ctl()
+                if mask & select.EPOLLOUT and self.agent_gone_at is None:
+                    self._flush()
             if time.monotonic() >= self.next_check:
                 self.next_check = time.monotonic() + VANISH_CHECK_S
                 for writer in self.writers.values():
@@ -477,12 +487,13 @@ class Relay:
 
 
 def main(argv: list[str]) -> int:
-    """`relay.py FD`: serve the agent on socket FD until it is gone and the pipes are drained."""
+    """`... FD` (the last argument): serve the agent on socket FD until it is gone and the
+    pipes are drained."""
     # The agent decides when the relay ends (its socket closes); a terminal's Ctrl-C or a
     # stray SIGTERM to the group must not cut the children's logs short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    ctl = socket.socket(fileno=int(argv[1]))
+    ctl = socket.socket(fileno=int(argv[-1]))
     return Relay(ctl).run()
 
 

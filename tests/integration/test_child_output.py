@@ -43,7 +43,7 @@ def _beat(directory: Path) -> tuple[int, float, float]:
 
 def _relay_pid(agent_pid: int) -> int:
     for proc in psutil.Process(agent_pid).children():
-        if any(part.endswith("relay.py") for part in proc.cmdline()):
+        if "chimera-ops-relay" in proc.cmdline():
             return proc.pid
     raise AssertionError("no log relay among the agent's children")
 
