@@ -29,6 +29,7 @@ MODULES: list[tuple[str, str, float]] = [
     ("bench_bundle.py", "bundle.md", 1200.0),
     ("bench_runbooks.py", "runbooks.md", 600.0),
     ("bench_maintenance.py", "maintenance.md", 900.0),
+    ("bench_resilience.py", "resilience.md", 600.0),
 ]
 """(module, the results file it writes, timeout in seconds)."""
 

@@ -98,8 +98,9 @@ def blast(seconds: float, width: int, report: str, block: int = 8192) -> None:
     while time.monotonic() - started < seconds:
         written += os.write(1, data)
     elapsed = time.monotonic() - started
-    with open(report, "w") as fh:
+    with open(report + ".tmp", "w") as fh:
         fh.write(f"{written / elapsed:.0f}")
+    os.replace(report + ".tmp", report)
     while True:
         time.sleep(1)
 

@@ -41,12 +41,14 @@ class LogTroubleReporter:
                 "its lines are dropped and counted until writing works again"
             )
             self._count("log_write_errors", component)
+            self.agent.metrics.set_gauge("log_writes_failing", 1.0, component=component or "")
             self._record("log_write_error", text, component, message)
             self._alert(f"log:{path}", component, text, firing=True)
         elif op == "log_resumed":
             lines = int(message.get("dropped_lines") or 0)
             text = f"writing {path} again: {lines} lines dropped while {message.get('error')}"
             self._count("log_dropped_lines", component, lines)
+            self.agent.metrics.set_gauge("log_writes_failing", 0.0, component=component or "")
             self._record("log_resumed", text, component, message)
             self._alert(f"log:{path}", component, text, firing=False)
         elif op == "relay_restarted":

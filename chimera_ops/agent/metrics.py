@@ -128,6 +128,12 @@ METRICS: tuple[MetricSpec, ...] = (
         ("component",),
     ),
     MetricSpec(
+        "log_writes_failing",
+        Gauge,
+        "1 while a component's log cannot be written (its lines are dropped and counted)",
+        ("component",),
+    ),
+    MetricSpec(
         "log_dropped_lines",
         Counter,
         "Lines of a component's output dropped because its log could not be written",

@@ -8,20 +8,17 @@ supervision goes on, and that what the design keeps is kept and what it drops is
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from tests.harness import AgentProcess, child, wait_for
+from tests.harness import AgentProcess, child, fill_disk, tmpfs, wait_for
 
 RATE = 2000  # lines per second
 
@@ -109,34 +106,11 @@ def test_a_killed_relay_is_replaced_and_the_child_never_sees_a_broken_pipe(
     )
 
 
-@contextlib.contextmanager
-def _tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True
-    )
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    """Fill the file system to the last byte."""
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as fh:
-        for size in (65536, 4096, 1):
-            with contextlib.suppress(OSError):
-                while fh.write(b"\0" * size):
-                    pass
-    return filler
-
-
 def test_a_full_disk_drops_lines_counts_them_and_resumes(short_tmp: Path) -> None:
     """The state dir on a 16 MiB tmpfs filled to the last byte: the child keeps printing, a
     killed child still comes back, and once space is freed the log says how many lines were
     dropped, and so do an event and the counter."""
-    with _tmpfs(short_tmp / "fs", "16m") as fs:
+    with tmpfs(short_tmp / "fs", "16m") as fs:
         agent = AgentProcess(
             short_tmp,
             {
@@ -147,7 +121,7 @@ def test_a_full_disk_drops_lines_counts_them_and_resumes(short_tmp: Path) -> Non
         agent.start()
         try:
             running = agent.wait_state("chatty", "running")
-            filler = _fill(fs)
+            filler = fill_disk(fs)
             time.sleep(3)
             seq, longest, at = _beat(short_tmp)
             assert time.time() - at < 2 and longest < 5, "the child blocked on a full disk"
