@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -105,7 +106,8 @@ def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
         return hmac.compare_digest(header, f"Bearer {token}")
 
     async def status(request: Request) -> Response:
-        return JSONResponse(await asyncio.to_thread(agent.status))
+        body = await reads.run(lambda: json.dumps(agent.status()).encode())
+        return Response(body, media_type="application/json")
 
     async def health(request: Request) -> Response:
         lag = time.time() - agent.last_tick if agent.last_tick else None
@@ -124,7 +126,7 @@ def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
     async def metrics(request: Request) -> Response:
         if agent.watcher is not None:
             # Sampled per scrape, not on a timer: an unscraped agent does no /proc walks.
-            await agent.watcher.sample_rss()
+            await agent.watcher.sample_rss(reads.run)
         from chimera_ops.agent.backup_metrics import apply_backup_figures
         from chimera_ops.agent.maintenance_metrics import (
             apply_maintenance_figures,

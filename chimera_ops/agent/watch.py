@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -145,12 +146,16 @@ class Watcher:
             self._handle(finding, unit)
         self._export(name, monitor)
 
-    async def sample_rss(self) -> None:
-        """Refresh the per-component RSS gauges (called when /metrics is scraped)."""
+    async def sample_rss(
+        self, offload: Callable[[Callable[[], dict[str, int]]], Awaitable[dict[str, int]]]
+    ) -> None:
+        """Refresh the per-component RSS gauges (called when /metrics is scraped); the /proc
+        walk runs through `offload` (the API's own bounded threads, not the default pool the
+        agent's kills use)."""
         roots = {name: unit.runtime.pid for name, unit in self.units.items() if unit.runtime.pid}
         if not roots:
             return
-        for name, rss in (await asyncio.to_thread(tree_rss, roots)).items():
+        for name, rss in (await offload(lambda: tree_rss(roots))).items():
             self.metrics.set_gauge("process_resident_memory_bytes", rss, component=name)
 
     async def _sample_trading(self) -> None:
