@@ -52,6 +52,7 @@ from chimera_ops.config_component import (
 from chimera_ops.config_errors import (
     ConfigError,
     ConfigIssue,
+    LineMap,
     clean_loc,
     dotted,
     parse_yaml,
@@ -314,9 +315,36 @@ def parse_config(
             ],
         }
     )
+    if dir_issues := _state_dir_issues(agent.state_dir, source, lines, env_applied):
+        raise ConfigError(dir_issues)
     return model.model_copy(
         update={"agent": agent, "components": comps, "backup": backup, "maintenance": maint}
     )
+
+
+def _state_dir_issues(
+    state_dir: Path, source: str, lines: LineMap, env_applied: dict[tuple[str, ...], str]
+) -> list[ConfigIssue]:
+    """A state dir (or its `logs` dir, through a symlink) that is `/` or a system directory:
+    the agent would make it private and `maintenance --fix` would delete in it. The path as
+    written and where its symlinks lead are both judged."""
+    from chimera_ops.syspaths import ADVICE, system_dir_problem
+
+    for shown, where in (
+        (state_dir, str(state_dir)),
+        (state_dir, os.path.realpath(state_dir)),
+        (state_dir / "logs", os.path.realpath(state_dir / "logs")),
+    ):
+        why = system_dir_problem(where)
+        if why is None:
+            continue
+        said = f"{where} {why}" if where == str(shown) else f"{shown} leads to {where}, which {why}"
+        said += f"; {ADVICE}"
+        path = ("agent", "state_dir")
+        if path in env_applied:
+            return [ConfigIssue(f"env {env_applied[path]}", None, dotted(path), said)]
+        return [ConfigIssue(source, lines.line_for(path), dotted(path), said)]
+    return []
 
 
 def load_config(

@@ -108,7 +108,7 @@ def test_sparse_big_log_is_critical_then_ok(tmp_path: Path) -> None:
 def test_old_files_dry_run_fix_and_open_file_kept(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     logs = tmp_path / "var" / "logs"
-    files = {name: logs / name for name in ("a31.log", "b29.log", "held31.log")}
+    files = {name: logs / name for name in ("a31.log.1", "b29.log.1", "held31.log.1")}
     incident = tmp_path / "var" / "incidents" / "20261001T000000Z-engine"
     incident.mkdir(parents=True)
     (incident / "report.md").write_text("x")
@@ -118,29 +118,29 @@ def test_old_files_dry_run_fix_and_open_file_kept(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            f"f = open({str(files['held31.log'])!r}); import time; time.sleep(120)",
+            f"f = open({str(files['held31.log.1'])!r}); import time; time.sleep(120)",
         ]
     )
     try:
         time.sleep(0.5)
-        for path in (files["a31.log"], files["held31.log"], incident / "report.md", incident):
+        for path in (files["a31.log.1"], files["held31.log.1"], incident / "report.md", incident):
             age = time.time() - 31 * DAY
             os.utime(path, (age, age))
         age = time.time() - 29 * DAY
-        os.utime(files["b29.log"], (age, age))
+        os.utime(files["b29.log.1"], (age, age))
         done = cli(config, "monthly", "--dry-run", "--json")
         old = checks(done)["old_files"]
-        assert sorted(old["data"]["old"]) == sorted([str(files["a31.log"]), str(incident)])
-        assert old["data"]["kept_open"] == [str(files["held31.log"])]
+        assert sorted(old["data"]["old"]) == sorted([str(files["a31.log.1"]), str(incident)])
+        assert old["data"]["kept_open"] == [str(files["held31.log.1"])]
         assert all(p.exists() for p in files.values())
         refused = cli(config, "monthly", "--fix", "--json", stdin="")
-        assert refused.returncode == 2 and files["a31.log"].exists()
+        assert refused.returncode == 2 and files["a31.log.1"].exists()
         done = cli(config, "monthly", "--fix", "--yes", "--json")
         old = checks(done)["old_files"]
-        assert sorted(old["fixed"]) == sorted([str(files["a31.log"]), str(incident)])
-        assert not files["a31.log"].exists() and not incident.exists()
-        assert files["b29.log"].exists() and files["held31.log"].exists()
-        assert old["data"]["kept_open"] == [str(files["held31.log"])]
+        assert sorted(old["fixed"]) == sorted([str(files["a31.log.1"]), str(incident)])
+        assert not files["a31.log.1"].exists() and not incident.exists()
+        assert files["b29.log.1"].exists() and files["held31.log.1"].exists()
+        assert old["data"]["kept_open"] == [str(files["held31.log.1"])]
         assert checks(done)["docker_images"]["advice"] == "no docker engine configured"
     finally:
         holder.kill()

@@ -1,13 +1,18 @@
 """Files: log sizes (weekly) and old logs, bundles and incidents (monthly, `--fix` deletes).
 
-`oversized` and `select_old` are pure; the walks and `open_paths` (every file a running process
-holds open, from psutil) are the I/O. A file a process holds open is never deleted.
+`oversized`, `own_kind` and `select_old` are pure; the walks and `open_paths` (every file a
+running process holds open, from psutil) are the I/O. A file a process holds open is never
+deleted. `--fix` deletes only its own kinds of files (rotated component logs, bundles,
+incidents), each only directly in its own folder of the state dir, and never looks through a
+symlink: a `logs` dir that links elsewhere would otherwise hand it someone else's files.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,42 +104,101 @@ def open_paths() -> set[str]:
     return found
 
 
-def _entry(path: Path) -> Entry | None:
-    try:
-        st = path.lstat()
-    except OSError:
-        return None
-    if path.is_dir() and not path.is_symlink():
-        files = tuple(os.path.realpath(p) for p in path.rglob("*") if p.is_file())
-        size = sum(os.path.getsize(p) for p in files)
-        return Entry(str(path), st.st_mtime, size, files)
-    if path.is_file() and not path.is_symlink():
+# The kinds of files `--fix` may delete, by name, each in its own directory of the state dir:
+# a component log the relay rotated (`engine.log.3`, never the live `engine.log`), a support
+# bundle, an incident directory (`20261001T000000Z-engine`). Nothing else is ours to delete.
+ROTATED_LOG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\.log\.[1-9][0-9]{0,3}$")
+BUNDLE = re.compile(r"^chimera-bundle-[A-Za-z0-9_.-]+\.tar\.gz$")
+INCIDENT = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9_.-]+$")
+
+
+def own_kind(where: str, name: str) -> bool:
+    """Is `name`, found in the state dir's `where` (`logs`, `incidents`, `bundles` or `.`),
+    one of the kinds of file maintenance owns? Pure."""
+    if where == "logs":
+        return ROTATED_LOG.match(name) is not None
+    if where == "incidents":
+        return INCIDENT.match(name) is not None
+    return where in (".", "bundles") and BUNDLE.match(name) is not None
+
+
+def _entry(parent: Path, name: str, st: os.stat_result) -> Entry | None:
+    """An entry from its `lstat`: a regular file, or an incident directory walked without
+    following a symlink (the files a process may hold open, for `select_old`)."""
+    path = parent / name
+    if stat.S_ISREG(st.st_mode):
         return Entry(str(path), st.st_mtime, st.st_size, (os.path.realpath(path),))
-    return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None  # a symlink, a FIFO, a socket: never ours to delete
+    files: list[str] = []
+    size = 0
+    for root, _dirs, names in os.walk(path, followlinks=False):
+        for one in names:
+            inner = os.path.join(root, one)
+            try:
+                inner_st = os.lstat(inner)
+            except OSError:
+                continue
+            if stat.S_ISREG(inner_st.st_mode):
+                files.append(os.path.realpath(inner))
+                size += inner_st.st_size
+    return Entry(str(path), st.st_mtime, size, tuple(files))
 
 
-def old_candidates(ctx: Context) -> list[Entry]:
-    """Component log files, support bundles and incident directories of this state dir."""
+def _own_dir(path: Path) -> bool:
+    """A real directory, not a symlink to one: the only kind maintenance looks into."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def old_candidates(ctx: Context) -> tuple[list[Entry], list[str]]:
+    """(entries of the kinds maintenance owns, directories not followed because they are
+    symlinks): rotated component logs, support bundles and incident directories of this state
+    dir, each only directly in its own directory, never through a symlink."""
     state = ctx.config.agent.state_dir
-    paths: list[Path] = []
-    logs = log_dir(state)
-    if logs.is_dir():
-        paths += [p for p in logs.rglob("*") if p.is_file()]
-    incidents = state / "incidents"
-    if incidents.is_dir():
-        paths += [p for p in incidents.iterdir() if not p.name.startswith(".")]
-    for where in (state, state / "bundles"):
-        if where.is_dir():
-            paths += sorted(where.glob("chimera-bundle-*.tar.gz"))
-    return [e for e in map(_entry, paths) if e is not None]
+    found: list[Entry] = []
+    not_followed: list[str] = []
+    for where in ("logs", "incidents", ".", "bundles"):
+        folder = state / where if where != "." else state
+        if where != "." and folder.is_symlink():
+            not_followed.append(str(folder))
+            continue
+        if not folder.is_dir():
+            continue
+        try:
+            listing = sorted(os.scandir(folder), key=lambda d: d.name)
+        except OSError:
+            continue
+        for item in listing:
+            if not own_kind(where, item.name):
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (entry := _entry(folder, item.name, st)) is not None:
+                found.append(entry)
+    return found, not_followed
 
 
 def remove(entry: Entry) -> None:
-    """Delete a file or an incident directory."""
-    if os.path.isdir(entry.path):
-        shutil.rmtree(entry.path)
-    else:
-        os.unlink(entry.path)
+    """Delete a file or an incident directory through a descriptor of its parent opened with
+    O_NOFOLLOW: a parent swapped for a symlink meanwhile is refused (ELOOP), not followed, and
+    `rmtree` on a descriptor never follows a symlink inside the incident."""
+    parent, name = os.path.split(entry.path)
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        st = os.lstat(name, dir_fd=fd)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(name, dir_fd=fd)
+        elif stat.S_ISREG(st.st_mode):
+            os.unlink(name, dir_fd=fd)
+        else:
+            raise OSError(f"{entry.path} is no longer a regular file or directory")
+    finally:
+        os.close(fd)
 
 
 class OldFilesCheck(Check):
@@ -144,18 +208,35 @@ class OldFilesCheck(Check):
     runbook = "disk-full.md"
 
     def decide(
-        self, old: list[Entry], held: list[Entry], deleted: list[Entry], max_age: float
+        self,
+        old: list[Entry],
+        held: list[Entry],
+        deleted: list[Entry],
+        max_age: float,
+        not_followed: list[str] | None = None,
     ) -> Result:
-        """Pure verdict: what is old, what was deleted, what is kept because it is open."""
+        """Pure verdict: what is old, what was deleted, what is kept because it is open, and
+        which of the state dir's folders are symlinks, never looked into."""
         threshold = f"none older than {format_duration(max_age)}"
         left = [e for e in old if e not in deleted]
         size = sum(e.size for e in left)
+        links = not_followed or []
         data: dict[str, object] = {
             "old": [e.path for e in left],
             "deleted": [e.path for e in deleted],
             "kept_open": [e.path for e in held],
+            "not_followed": links,
             "bytes": size,
         }
+        if links and not left:
+            return self.result(
+                "warning",
+                f"{links[0]} is a symlink: not looked into",
+                threshold,
+                "maintenance deletes only in the state dir's own folders: make it a directory "
+                "(or move agent.state_dir to where the link points)",
+                data,
+            )
         if held and not left:
             return self.result(
                 "warning",
@@ -178,7 +259,8 @@ class OldFilesCheck(Check):
 
     def run(self, ctx: Context) -> Result:
         max_age = ctx.config.maintenance.max_age
-        delete, held = select_old(old_candidates(ctx), ctx.now, max_age, open_paths())
+        candidates, not_followed = old_candidates(ctx)
+        delete, held = select_old(candidates, ctx.now, max_age, open_paths())
         deleted: list[Entry] = []
         if ctx.fix and not ctx.dry_run:
             for entry in delete:
@@ -187,6 +269,6 @@ class OldFilesCheck(Check):
                     deleted.append(entry)
                 except OSError:
                     continue
-        result = self.decide(delete, held, deleted, max_age)
+        result = self.decide(delete, held, deleted, max_age, not_followed)
         result.fixed = [e.path for e in deleted]
         return result
