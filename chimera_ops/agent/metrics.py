@@ -161,6 +161,7 @@ class AgentMetrics:
         self._restarts_seen: dict[str, int] = {}
         for sink in ("webhook", "alertmanager"):  # 0 from the start, so increase() works
             self.m["alert_delivery_failures"].labels(sink=sink).inc(0)
+        self.m["log_relay_restarts"].inc(0)
 
     def update_component(self, name: str, state: State, up: bool, total_restarts: int) -> None:
         """Refresh the per-component state gauges."""
@@ -195,6 +196,13 @@ class AgentMetrics:
     def count_state_write_error(self) -> None:
         """One write to the agent's store failed."""
         self.m["state_write_errors"].inc()
+
+    def register_log(self, component: str) -> None:
+        """A process component's log series, at 0 from the start (so `increase()` and the
+        dashboard see them before the first failure)."""
+        self.m["log_write_errors"].labels(component=component).inc(0)
+        self.m["log_dropped_lines"].labels(component=component).inc(0)
+        self.m["log_writes_failing"].labels(component=component).set(0)
 
     def count_alert_failure(self, sink: str) -> None:
         """One failed alert delivery to `sink` (webhook | alertmanager)."""
