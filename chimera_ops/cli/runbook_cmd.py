@@ -44,8 +44,11 @@ def runbook_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "runbooks"
 
 
-def _load(name: str, as_json: bool) -> Any:
+def _load(name: str, as_json: bool, trusted: bool = False) -> Any:
+    """The page NAME, parsed; with `trusted`, only a file that passes ops/runbook/trust.py
+    (refused with the reason, exit 1: nothing is run)."""
     from chimera_ops.ops.runbook.parse import RunbookError, parse_runbook, runbook_paths
+    from chimera_ops.ops.runbook.trust import HINT, UntrustedRunbook, read_trusted
 
     paths = runbook_paths(runbook_dir())
     stem = name.removesuffix(".md")
@@ -54,7 +57,10 @@ def _load(name: str, as_json: bool) -> Any:
         known = ", ".join(p.stem for p in paths) or "(none)"
         fail(f"unknown runbook {name!r}", EXIT_USAGE, f"known runbooks: {known}", as_json)
     try:
-        return parse_runbook(match[0])
+        text = read_trusted(match[0]) if trusted else None
+        return parse_runbook(match[0], text)
+    except UntrustedRunbook as exc:
+        fail(f"refused: {exc}", EXIT_PROBLEM, HINT, as_json)
     except RunbookError as exc:
         fail(f"malformed runbook: {exc}", EXIT_PROBLEM, None, as_json)
 
@@ -121,6 +127,7 @@ def show(name: str, as_json: bool) -> None:
                 "alerts": list(book.alerts),
                 "incidents": list(book.incidents),
                 "variables": book.defaults,
+                "types": book.types,
                 "steps": [_step_doc(s) for s in book.steps],
             }
         )
@@ -190,16 +197,23 @@ def run(
 ) -> NoReturn:
     """Execute a runbook's steps in order; stop at the first failure with its advice."""
     from chimera_ops.ops.runbook.runner import Recorder, Runner, RunOptions
-    from chimera_ops.ops.runbook.variables import VariableError, config_variables, parse_sets
+    from chimera_ops.ops.runbook.variables import (
+        VariableError,
+        config_variables,
+        parse_sets,
+        scope_of,
+    )
     from chimera_ops.ops.runbook.variables import resolve as resolve_vars
 
     if checks and not dry_run:
         fail("--checks goes with --dry-run", EXIT_USAGE, None, as_json)
-    book = _load(name, as_json)
+    book = _load(name, as_json, trusted=True)
     cfg = cli_ctx.config()
     config_path = cli_ctx.config_path
     try:
-        values = resolve_vars(book, parse_sets(sets), config_variables(cfg, config_path))
+        values = resolve_vars(
+            book, parse_sets(sets), config_variables(cfg, config_path), scope_of(cfg)
+        )
     except VariableError as exc:
         fail(str(exc), EXIT_USAGE, "nothing was run", as_json)
     from chimera_ops.ops.proclock import lock_for

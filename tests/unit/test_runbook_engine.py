@@ -16,8 +16,13 @@ from chimera_ops.store import Store
 
 
 def page(tmp: Path, body: str, name: str = "demo") -> Path:
+    # Every variable a step uses is declared with its type; `v` and `component` only where used.
+    extra = "".join(
+        f", `{n}:{t}`" for n, t in (("v", "text"), ("component", "component")) if "{" + n in body
+    )
+    variables = f"`dir:text`, `who:text=me`{extra}"
     path = tmp / f"{name}.md"
-    path.write_text(f"# Demo\n\n**When:** testing\n**Variables:** `dir`, `who=me`\n\n{body}")
+    path.write_text(f"# Demo\n\n**When:** testing\n**Variables:** {variables}\n\n{body}")
     return path
 
 

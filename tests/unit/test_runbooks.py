@@ -288,10 +288,22 @@ def test_every_runbook_dry_runs(
 ) -> None:
     import json
 
+    from chimera_ops.config import load_config
+
     monkeypatch.setenv("CHIMERA_AGENT__STATE_DIR", str(tmp_path / "var"))
     book = parse_runbook(path)
-    sets = [f"--set={name}=1" for name in book.required if name not in book.defaults]
     config = str(ROOT / "examples" / "stack.yaml")
+    components = list(load_config(config).components)
+    # A value of each variable's type (types.py); a component the page defaults to that the
+    # example stack does not have (rabbitmq) is given one it has.
+    sample = {"port": "8701", "pid": "4242", "identifier": "chimera", "backup-set": "latest"}
+    sample |= {"host": "127.0.0.1", "text": "x", "dir": str(tmp_path)}
+    sets = [
+        f"--set={name}={components[0] if kind == 'component' else sample[kind]}"
+        for name, kind in book.types.items()
+        if name not in book.defaults
+        or (kind == "component" and book.defaults[name] not in components)
+    ]
     args = ["--config", config, "runbook", "run", book.name, "--dry-run", "--json", *sets]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output

@@ -20,8 +20,10 @@ documentation only and is never run. Attributes (see runbooks/README.md):
 - `timeout=DURATION`: the limit of one run of the command (default 120 s).
 
 The header lines come before the first step: `**Alerts:**` (the alert names, in backticks),
-`**Incidents:**` (comma-separated), `**Variables:**` (`` `name=value` `` defaults, `` `name` ``
-for one that `--set` must give).
+`**Incidents:**` (comma-separated), `**Variables:**` (`` `name:type=value` `` with a default,
+`` `name:type` `` for one that `--set` must give). Every variable has a type (ops/runbook/types.py),
+and every `{name}` a step uses is declared there or comes from the config (`state_dir`, `config`,
+`python`, `NAME.port|host|health_url|log`): a page cannot take an untyped value.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chimera_ops.ops.runbook.types import TYPES, builtin_type
 from chimera_ops.units import parse_duration
 
 KINDS = ("check", "action", "verify")
@@ -40,8 +43,9 @@ DEFAULT_TIMEOUT = 120.0
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _FENCE = re.compile(r"^(```+|~~~+)\s*(.*)$")
 _ATTRS = re.compile(r"^(?P<lang>[\w+-]*)\s*\{(?P<attrs>.*)\}\s*$")
-_VAR = re.compile(r"`([A-Za-z_][\w.-]*)=([^`]*)`")
 _REQUIRED = re.compile(r"`([A-Za-z_][\w.-]*)`")
+# `name:type=default` or `name:type` (an untyped `name` or `name=default` is found to refuse it)
+_DECL = re.compile(r"`([A-Za-z_][\w.-]*)(?::([a-z][a-z-]*))?(?:=([^`]*))?`")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.-]*)\}")
 
 
@@ -95,6 +99,7 @@ class Runbook:
     defaults: dict[str, str] = field(default_factory=dict)
     steps: tuple[Step, ...] = ()
     required: tuple[str, ...] = ()
+    types: dict[str, str] = field(default_factory=dict)  # every declared variable's type
 
     def step(self, ref: str) -> Step | None:
         """A step by id or by its number (1-based)."""
@@ -189,9 +194,54 @@ def _header_list(text: str) -> tuple[str, ...]:
     return tuple(x for x in items if x and x.lower() != "none")
 
 
-def parse_runbook(path: Path) -> Runbook:
-    """Parse one page; raises RunbookError (file, line, what) on a malformed step block."""
-    text = path.read_text()
+def _declarations(
+    path: Path, line: int, raw: str
+) -> tuple[dict[str, str], tuple[str, ...], dict[str, str]]:
+    """The `**Variables:**` line -> (defaults, required names, types); an untyped or unknown
+    type is a RunbookError."""
+    defaults: dict[str, str] = {}
+    required: list[str] = []
+    types: dict[str, str] = {}
+    for name, kind, default in _DECL.findall(raw.split(":**", 1)[1]):
+        written = f"`{name}{':' + kind if kind else ''}{'=' + default if default else ''}`"
+        if not kind:
+            raise RunbookError(
+                path, line, f"variable {written} has no type: write `{name}:TYPE` ({_known()})"
+            )
+        if kind not in TYPES:
+            raise RunbookError(
+                path, line, f"variable {written}: unknown type {kind!r} ({_known()})"
+            )
+        types[name] = kind
+        if default or f"{name}:{kind}=" in raw:
+            defaults[name] = default
+        else:
+            required.append(name)
+    return defaults, tuple(required), types
+
+
+def _known() -> str:
+    return "types: " + ", ".join(sorted(TYPES))
+
+
+def _undeclared(path: Path, steps: list[Step], types: dict[str, str]) -> None:
+    """Every `{name}` a step uses is declared with a type or comes from the config."""
+    for step in steps:
+        for name in sorted(placeholders(step)):
+            if name not in types and builtin_type(name) is None:
+                raise RunbookError(
+                    path,
+                    step.line,
+                    f"step {step.id} uses {{{name}}}: declare it on the **Variables:** line "
+                    f"with a type (`{name}:TYPE`)",
+                )
+
+
+def parse_runbook(path: Path, text: str | None = None) -> Runbook:
+    """Parse one page (its text when the caller read it already, see trust.py); raises
+    RunbookError (file, line, what) on a malformed step block or an untyped variable."""
+    if text is None:
+        text = path.read_text()
     lines = text.splitlines()
     title = lines[0][2:].strip() if lines and lines[0].startswith("# ") else ""
     if not title:
@@ -201,6 +251,7 @@ def parse_runbook(path: Path) -> Runbook:
     incidents: tuple[str, ...] = ()
     defaults: dict[str, str] = {}
     required: tuple[str, ...] = ()
+    types: dict[str, str] = {}
     steps: list[Step] = []
     heading = ""
     prose: list[str] = []
@@ -219,8 +270,10 @@ def parse_runbook(path: Path) -> Runbook:
                 elif raw.startswith("**Incidents:**"):
                     incidents = _header_list(raw.split(":**", 1)[1])
                 elif raw.startswith("**Variables:**"):
-                    defaults.update(dict(_VAR.findall(raw)))
-                    required += tuple(_REQUIRED.findall(raw))
+                    more, needed, typed = _declarations(path, i + 1, raw)
+                    defaults.update(more)
+                    required += needed
+                    types.update(typed)
             elif open_advice:
                 prose.append(raw)
                 steps[-1] = _with_advice(steps[-1], prose)
@@ -249,8 +302,9 @@ def parse_runbook(path: Path) -> Runbook:
     for s in steps:
         if s.on_fail is not None and s.on_fail not in ids:
             raise RunbookError(path, s.line, f"else={s.on_fail}: no step has that id")
+    _undeclared(path, steps, types)
     return Runbook(
-        path.stem, path, title, when, alerts, incidents, defaults, tuple(steps), required
+        path.stem, path, title, when, alerts, incidents, defaults, tuple(steps), required, types
     )
 
 

@@ -4,11 +4,15 @@ A value never becomes shell text: in an argv step it is put inside the one argv 
 holds its placeholder (`kill {pid}` -> `["kill", "4242"]`, however many spaces or `;` the value
 has); in a `shell` step it is inserted shell-quoted. Values that could still change a command's
 meaning are refused: one that starts with `-` (it would be read as an option), control
-characters (newlines, NUL).
+characters (newlines, NUL), and one that is not of its variable's type (types.py: a `port` is
+digits 1..65535, never `,,55432`). A value the config fills cannot be `--set`, and a `--set` of
+a name the page does not take is refused (a typo would otherwise be silently ignored). All of it
+is checked before any step runs.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from chimera_ops.ops.runbook.parse import PLACEHOLDER, Runbook, Step, placeholders
+from chimera_ops.ops.runbook.types import Scope, builtin_type, check_typed
 
 if TYPE_CHECKING:
     from chimera_ops.config import ChimeraConfig
@@ -84,24 +89,72 @@ def config_variables(cfg: ChimeraConfig | None, config_path: str | None) -> dict
     return found
 
 
-def resolve(book: Runbook, sets: dict[str, str], from_config: dict[str, str]) -> dict[str, str]:
-    """Every variable the runbook's steps use -> its value; VariableError names missing ones."""
+def scope_of(cfg: ChimeraConfig | None) -> Scope:
+    """What typed values are checked against: the config's components, and its own directories
+    (state dir, backup dir; symlinks resolved) for `path`."""
+    if cfg is None:
+        return Scope()
+    roots = [cfg.agent.state_dir] + ([cfg.backup.dir] if cfg.backup is not None else [])
+    return Scope(frozenset(cfg.components), tuple(os.path.realpath(r) for r in roots))
+
+
+def _check_sets(
+    book: Runbook, sets: dict[str, str], from_config: dict[str, str], needed: set[str]
+) -> None:
     for name, value in sets.items():
         check_value(name, value)
-    values = {**from_config, **book.defaults, **sets}
+        if name in from_config:
+            raise VariableError(
+                f"--set {name}: {name} comes from the config ({from_config[name]}); "
+                "change the config, not the run"
+            )
+        if name not in book.types and name not in needed:
+            known = ", ".join(sorted(book.types)) or "(none)"
+            raise VariableError(
+                f"--set {name}: not a variable of runbook {book.name} (its variables: {known})"
+            )
+
+
+def _check_types(book: Runbook, values: dict[str, str], scope: Scope) -> None:
+    """Each value from `--set` or the page's defaults against its type."""
+    for name, value in values.items():
+        kind = book.types.get(name) or builtin_type(name)
+        if kind is None:
+            raise VariableError(f"{name}: the runbook gives it no type")
+        if (problem := check_typed(kind, value, scope)) is not None:
+            raise VariableError(f"{name}={value!r} ({kind}): {problem}")
+
+
+def resolve(
+    book: Runbook,
+    sets: dict[str, str],
+    from_config: dict[str, str],
+    scope: Scope | None = None,
+) -> dict[str, str]:
+    """Every variable the runbook's steps use -> its value, each value from `--set` or the
+    page checked against its type; VariableError names a missing, refused or mistyped one."""
     needed = set().union(*(placeholders(s) for s in book.steps)) if book.steps else set()
+    _check_sets(book, sets, from_config, needed)
+    # What the operator must give is said first; then every given value meets its type.
+    _needs(book, sorted(n for n in book.required if n in needed and n not in sets))
+    chosen = {n: v for n, v in book.defaults.items() if n in needed} | sets
+    _check_types(book, chosen, scope or Scope())
+    values = {**from_config, **book.defaults, **sets}
     # `{component.port}` style: the component named by a variable, then its config field.
     for name in sorted(needed):
         head, dot, tail = name.partition(".")
         if name not in values and dot and head in values and f"{values[head]}.{tail}" in values:
             values[name] = values[f"{values[head]}.{tail}"]
-    missing = sorted(n for n in needed if n not in values)
+    _needs(book, sorted(n for n in needed if n not in values))
+    return {n: values[n] for n in sorted(needed)}
+
+
+def _needs(book: Runbook, missing: list[str]) -> None:
     if missing:
         raise VariableError(
             f"runbook {book.name} needs {', '.join(missing)}: pass --set "
             + " --set ".join(f"{n}=..." for n in missing)
         )
-    return {n: values[n] for n in sorted(needed)}
 
 
 def _fill(text: str, values: dict[str, str], quote: bool) -> str:
