@@ -1,8 +1,10 @@
 """`chimera-ops runbook list|show|run|history`: the runbooks of runbooks/, read and executed.
 
 Exit codes: 0 ok (a run that finished, a dry run); 1 a step failed, a check did not hold, a
-destructive step was refused, the lock is held, a runbook is malformed (list); 2 usage (unknown
-runbook: the known ones are listed; a missing or refused `--set` variable; unknown `--from`).
+destructive step was refused, the lock is held, a runbook is malformed (list), a runbook file is
+not trusted (run: another user's, writable by others, a symlink; ops/runbook/trust.py); 2 usage
+(unknown runbook: the known ones are listed; a missing, refused or mistyped `--set` variable;
+unknown `--from`).
 """
 
 from __future__ import annotations
