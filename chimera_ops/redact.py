@@ -67,6 +67,12 @@ def _mask_key_value(m: re.Match[str]) -> str | None:
     return f"{m.group('key')}{m.group('sep')}{masked}"
 
 
+def _mask_argv_option(m: re.Match[str]) -> str | None:
+    if _keep_masked(m.group("value")):
+        return None
+    return f"{m.group('key')}{m.group('sep')}{MASK}"
+
+
 def _mask_quoted(m: re.Match[str]) -> str | None:
     if m.group("value") == MASK:
         return None
@@ -161,6 +167,15 @@ RULES: tuple[Rule, ...] = (
         "secret-named keys in JSON and Python repr ('api_key': '...', \"ACCESS-SIGN\": ...)",
     ),
     Rule(
+        "secret_argv_option",
+        rf"(?P<key>(?<![\w\-])--?[A-Za-z0-9_\-]*?(?:{_SECRET_KEYS}))(?P<sep>[ \t]+)"
+        rf"(?P<value>(?!-){_QUOTED}|(?!-){_UNQUOTED})",
+        _KEY_TRIGGERS,
+        _mask_argv_option,
+        re.IGNORECASE,
+        "the value after a secret-named command-line option (`--api-secret X`, `-password X`)",
+    ),
+    Rule(
         "secret_key_value",
         rf"(?P<key>{_KEY})(?P<sep>\s*[=:]\s*)(?P<value>{_QUOTED}|{_UNQUOTED})",
         _KEY_TRIGGERS,
@@ -170,7 +185,8 @@ RULES: tuple[Rule, ...] = (
         "(*_API_KEY, *_SECRET*, *_PASSPHRASE, password, token, ...)",
     ),
 )
-"""Applied in this order, after known values; each rule sees what the earlier ones left."""
+"""Applied in this order, after known values; each rule sees what the earlier ones left.
+`secret_key_value` stays last: `is_secret_name` uses it."""
 
 RULE_NAMES: tuple[str, ...] = (KNOWN_VALUE, *(rule.name for rule in RULES))
 

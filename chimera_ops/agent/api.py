@@ -228,7 +228,7 @@ def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
         Route(f"{API_PREFIX}/components/{{name}}/{{verb}}", action, methods=["POST"]),
         Route("/metrics", metrics),
         *trading_routes(agent, authorised),
-        *procedure_routes(agent, tcp=tcp, reads=reads),
+        *procedure_routes(agent, tcp=tcp, reads=reads, authorised=authorised),
     ]
     return Starlette(
         routes=routes,

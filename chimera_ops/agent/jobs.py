@@ -14,7 +14,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from chimera_ops.ops.procedures.journal import Journal
+from chimera_ops.ops.procedures.journal import Journal, config_secrets
 from chimera_ops.ops.procedures.steps import Outcome, StepFailed, Steps
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class JobRunner:
     def __init__(self, agent: Agent) -> None:
         assert agent.store is not None
         self.agent = agent
-        self.journal = Journal(agent.store)
+        self.journal = Journal(agent.store, config_secrets(agent.config))  # redacted journal
         self.current: str | None = None
         self._task: asyncio.Task[None] | None = None
         self.lock: ProcedureLock | None = None

@@ -47,7 +47,7 @@ from chimera_ops.filemodes import (
 from chimera_ops.runtimes.base import Runtime
 from chimera_ops.runtimes.external import ExternalRuntime
 from chimera_ops.runtimes.guard import DeathGuard
-from chimera_ops.runtimes.process import ProcessRuntime
+from chimera_ops.runtimes.process import ProcessRuntime, withheld_env
 from chimera_ops.runtimes.relay_client import LogRelay
 from chimera_ops.runtimes.tree import kill_tree, live_agents, marker_value, pids_with_marker
 from chimera_ops.states import State, is_up
@@ -113,7 +113,14 @@ class Agent:
         component = self.config.components[name]
         if component.runtime == "process":
             marker = marker_value(self.instance, os.getpid(), name)
-            return ProcessRuntime(name, component, log_dir(self.state_dir), marker, self.relay)
+            return ProcessRuntime(
+                name,
+                component,
+                log_dir(self.state_dir),
+                marker,
+                self.relay,
+                withheld=withheld_env(self.config),  # no child gets the agent's tokens
+            )
         if component.runtime == "external":
             return ExternalRuntime()
         if component.runtime == "docker":

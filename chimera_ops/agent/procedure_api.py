@@ -6,6 +6,7 @@ The journal is read off the event loop (`agent/reads.py`); the list is paged (`l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -14,7 +15,7 @@ from starlette.routing import Route
 
 from chimera_ops.agent.api_guard import ApiError, check_type, json_object, page_limit
 from chimera_ops.agent.jobs import JobBusy
-from chimera_ops.ops.procedures.journal import Journal
+from chimera_ops.ops.procedures.journal import Journal, config_secrets
 
 if TYPE_CHECKING:
     from chimera_ops.agent.reads import StoreReads
@@ -51,8 +52,26 @@ def _params(raw: dict[str, Any] | None) -> dict[str, Any]:
     return params
 
 
-def procedure_routes(agent: AgentView, tcp: bool, reads: StoreReads) -> list[Route]:
-    """`POST /v1/procedures` {kind, params, user} -> 202 {id}; `GET /v1/procedures[/{id}]`."""
+def procedure_routes(
+    agent: AgentView,
+    tcp: bool,
+    reads: StoreReads,
+    authorised: Callable[[Request], bool] | None = None,
+) -> list[Route]:
+    """`POST /v1/procedures` {kind, params, user} -> 202 {id}; `GET /v1/procedures[/{id}]`.
+
+    Reads over TCP need the API token (`authorised`): a journal quotes commands and their
+    output, redacted (`Journal`) but still more than a metrics scraper should see.
+    """
+    secret_values = config_secrets(agent.config)  # once: the journal removes them verbatim
+
+    def refused(request: Request) -> Response | None:
+        if not tcp or (authorised is not None and authorised(request)):
+            return None
+        return JSONResponse(
+            {"error": "this listener needs 'Authorization: Bearer <token>' to read procedures"},
+            status_code=401,
+        )
 
     async def start(request: Request) -> Response:
         if tcp:  # the loopback listener serves reads; procedures change the whole stack
@@ -75,11 +94,13 @@ def procedure_routes(agent: AgentView, tcp: bool, reads: StoreReads) -> list[Rou
         return JSONResponse({"id": job}, status_code=202)
 
     async def listing(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
         limit = page_limit(request, DEFAULT_PAGE, MAX_PAGE)
         before = request.query_params.get("before") or None
 
         def query(store: Store) -> dict[str, Any]:
-            journal = Journal(store)
+            journal = Journal(store, secret_values)
             if before is not None and journal.get(before) is None:
                 raise ApiError(f"'before' names no procedure: {before!r}", field="before")
             rows, more = journal.page(limit, before)
@@ -89,10 +110,12 @@ def procedure_routes(agent: AgentView, tcp: bool, reads: StoreReads) -> list[Rou
         return await reads.json(query)
 
     async def show(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
         ref = request.path_params["job"]
 
         def query(store: Store) -> dict[str, Any]:
-            journal = Journal(store)
+            journal = Journal(store, secret_values)
             doc = journal.get(ref)
             if doc is None:
                 matches = journal.ids_like(ref, limit=2)

@@ -101,7 +101,10 @@ class AgentStack:
         targets = self._engines()
         if not targets:
             return []
+        asked = time.time()
         rows = await run_on_engines(targets, op, reason, wait)  # type: ignore[arg-type]
+        if self.agent.watcher is not None:  # status shows the halt at once, not the last poll
+            self.agent.watcher.note_trading(rows, asked)
         assert self.agent.store is not None
         self.agent.store.audit(
             f"{op}-trading",

@@ -13,6 +13,28 @@ from chimera_ops.monitors.tree import tree_rss
 if TYPE_CHECKING:
     from chimera_ops.agent.view import AgentView
 
+ALIVE = ("starting", "running", "unhealthy")
+"""States with a process (or a watched service) that a probe verdict can be about."""
+
+
+def probe_currency(
+    health: dict[str, Any], state: str, started_at: float | None, now: float
+) -> dict[str, Any]:
+    """Each probe entry with `age_s` (of its last result) and `current` (that result probed the
+    process running now). A component with no process has no verdict: a `passing` kept from
+    before a stop is shown as `unknown` (its last result stays, with its age). Pure."""
+    out = {}
+    for role, snap in health.items():
+        last = snap.get("last_result") or {}
+        at = last.get("at")
+        alive = state in ALIVE
+        current = at is not None and alive and at >= (started_at or 0.0)
+        entry = {**snap, "age_s": max(0.0, now - at) if at else None, "current": current}
+        if not alive:
+            entry["status"] = "unknown"
+        out[role] = entry
+    return out
+
 
 def status_document(agent: AgentView) -> dict[str, Any]:
     """The stable status document of a running agent."""
@@ -32,6 +54,7 @@ def status_document(agent: AgentView) -> dict[str, Any]:
     for name in agent.order:
         unit = agent.units[name]
         snap = unit.snapshot(now)
+        snap["health"] = probe_currency(snap["health"], snap["state"], unit.started_at, now)
         monitors = agent.watcher.snapshot(name) if agent.watcher else {}
         memory = monitors.get("memory") or {}
         # The slope goes with its significance: a steep but meaningless slope right after
@@ -47,7 +70,7 @@ def status_document(agent: AgentView) -> dict[str, Any]:
         snap["monitors"] = monitors
         snap["alerts"] = agent.watcher.alerts_for(name) if agent.watcher else {}
         if unit.config.trading is not None:
-            snap["trading"] = agent.watcher.trading.get(name) if agent.watcher else None
+            snap["trading"] = agent.watcher.trading_status(name, now) if agent.watcher else None
         components.append(snap)
     return {
         "schema": 1,

@@ -68,7 +68,10 @@ def trading_routes(
         targets = engines(request.query_params.get("component"))
         from chimera_ops.trading import run_on_engines  # httpx only when engines are asked
 
+        asked = time.time()
         rows = await run_on_engines(targets, "state")
+        if agent.watcher is not None:  # a fresh answer: status shows it, not an older poll
+            agent.watcher.note_trading(rows, asked)
         return JSONResponse({"via": "agent", "engines": rows, "ok": all(r["ok"] for r in rows)})
 
     async def act(request: Request, op: Literal["halt", "resume"]) -> Response:
@@ -85,7 +88,10 @@ def trading_routes(
         wait = bool(body.get("wait")) and op == "halt"
         from chimera_ops.trading import run_on_engines, summarize
 
+        asked = time.time()
         rows = await run_on_engines(targets, op, reason, wait)
+        if agent.watcher is not None:  # status shows the halt at once, not the last poll
+            agent.watcher.note_trading(rows, asked)
         duration = time.monotonic() - started
         ok = all(r["ok"] for r in rows)
         assert agent.store is not None

@@ -33,6 +33,9 @@ log = logging.getLogger("chimera_ops.agent")
 
 AGENT = "agent"  # pseudo-component of the agent's own host checks (disk, log sizes)
 TRADING_PERIOD = 5.0  # how often engines are asked for their trading state (metric + status)
+TRADING_STALE_AFTER = 3 * TRADING_PERIOD
+"""A reading older than this (polls hang or fail to land) is shown as stale, never current."""
+ENGINE_UP = (State.RUNNING, State.UNHEALTHY)  # an engine's answer means something only in these
 AlertSeverity = Literal["warning", "critical"]
 ALERT_STATES: dict[State, AlertSeverity] = {
     State.FATAL: "critical",
@@ -87,7 +90,10 @@ class Watcher:
         # Only engines are polled; a stack without one schedules nothing for it.
         self._trading_due = 0.0 if any(u.config.trading for u in units.values()) else float("inf")
         self._trading_task: asyncio.Task[None] | None = None
-        self.trading: dict[str, dict[str, Any]] = {}  # last known engine state per component
+        # The last reading per engine: its answer (or error), `asked` (when the request went
+        # out: a reading asked before the engine's latest start belongs to an earlier process)
+        # and `at` (when it came back). `trading_view` decides what of it status may show.
+        self.trading: dict[str, dict[str, Any]] = {}
         # One memory sample per component per interval goes to the store (the weekly leak check).
         self.sample_interval = config.maintenance.memory_sample_interval
         self._stored_at: dict[str, float] = {}
@@ -121,6 +127,8 @@ class Watcher:
                 entry.task = asyncio.create_task(self._observe(name, unit, entry.monitor))
                 # A running monitor is not in next_due(); its end may be news to the loop.
                 self.wake.when_done(entry.task, entry)
+        if self._needs_trading_read():
+            self._trading_due = min(self._trading_due, now)
         if now >= self._trading_due and (self._trading_task is None or self._trading_task.done()):
             self._trading_due = now + TRADING_PERIOD
             self._trading_task = asyncio.create_task(self._sample_trading())
@@ -158,22 +166,68 @@ class Watcher:
         for name, rss in (await offload(lambda: tree_rss(roots))).items():
             self.metrics.set_gauge("process_resident_memory_bytes", rss, component=name)
 
+    def _needs_trading_read(self) -> bool:
+        """An engine runs and has no reading of its current process (it just (re)started):
+        read it now rather than up to a period later, so status soon has a current answer."""
+        for name, unit in self.units.items():
+            if unit.config.trading is None or unit.state not in ENGINE_UP:
+                continue
+            reading = self.trading.get(name)
+            if reading is None or reading.get("asked", 0.0) < (unit.started_at or 0.0):
+                return True
+        return False
+
     async def _sample_trading(self) -> None:
         from chimera_ops.trading import EngineControl, TradingControlError
 
         for name, unit in self.units.items():
             trading = unit.config.trading
-            if trading is None or unit.state not in (State.RUNNING, State.UNHEALTHY):
+            if trading is None or unit.state not in ENGINE_UP:
                 continue
+            asked = time.time()
             try:
                 state = await EngineControl(
                     name, trading, {**os.environ, **unit.config.env}
                 ).state()
             except TradingControlError as exc:
-                self.trading[name] = {"error": str(exc), "at": time.time()}
+                self._keep_newest(name, {"error": str(exc), "asked": asked, "at": time.time()})
                 continue
-            self.trading[name] = {**state.to_dict(), "at": time.time()}
-            self.metrics.set_gauge("trading_halted", 1.0 if state.halted else 0.0, component=name)
+            if self._keep_newest(name, {**state.to_dict(), "asked": asked, "at": time.time()}):
+                halted = 1.0 if state.halted else 0.0
+                self.metrics.set_gauge("trading_halted", halted, component=name)
+
+    def _keep_newest(self, name: str, reading: dict[str, Any]) -> bool:
+        """Keep `reading` unless one asked later is already there: a poll that went out before
+        a halt and came back after it must not put the pre-halt `active` back."""
+        held = self.trading.get(name)
+        if held is not None and held.get("asked", 0.0) > reading["asked"]:
+            return False
+        self.trading[name] = reading
+        return True
+
+    def note_trading(self, rows: list[dict[str, Any]], asked: float) -> None:
+        """Answers of a halt, resume or state read made through the agent (API, procedures):
+        fresher than the last poll, so status shows them at once instead of a stale `active`."""
+        now = time.time()
+        for row in rows:
+            name = row.get("component")
+            if not isinstance(name, str) or name not in self.units:
+                continue
+            if row.get("trading") in ("active", "halted"):
+                keep = ("error", "ok", "drain")  # the row's own bookkeeping, not engine state
+                reading = {k: v for k, v in row.items() if k not in keep}
+                if self._keep_newest(name, {**reading, "asked": asked, "at": now}):
+                    halted = 1.0 if row["trading"] == "halted" else 0.0
+                    self.metrics.set_gauge("trading_halted", halted, component=name)
+            elif row.get("error"):
+                self._keep_newest(name, {"error": str(row["error"]), "asked": asked, "at": now})
+
+    def trading_status(self, name: str, now: float) -> dict[str, Any]:
+        """The status document's `trading` of one engine (see `trading_view`)."""
+        unit = self.units[name]
+        return trading_view(
+            self.trading.get(name), str(unit.state), unit.started_at, unit.state_since, now
+        )
 
     # ----------------------------------------------------------------- findings
     def _handle(self, finding: Finding, unit: Unit | None) -> None:
@@ -319,3 +373,51 @@ def _pool_figures(snap: dict[str, Any]) -> list[tuple[str, float, float | None, 
         states = {k: v for k in ("in_use", "waiting") if (v := gauges.get(k)) is not None}
         out.append((f"app:{pool}", float(gauges.get("in_use") or 0), limit, states))
     return out
+
+
+def trading_view(
+    reading: dict[str, Any] | None,
+    state: str,
+    started_at: float | None,
+    state_since: float | None,
+    now: float,
+) -> dict[str, Any]:
+    """What status may say of an engine's trading, from the agent's last reading. Pure.
+
+    Never a stale fact as a current one: `trading` and `open_orders` are the engine's answer
+    only while it runs and the answer was asked of the process running now; otherwise they
+    are null, `current` is false and `note` says why (stopped, starting, not read since its
+    start, unreachable). `at` and `age_s` say when the answer shown came back; a reading older
+    than TRADING_STALE_AFTER keeps its figures but is not `current`.
+    """
+    view: dict[str, Any] = {
+        "trading": None,
+        "open_orders": None,
+        "at": None,
+        "age_s": None,
+        "current": False,
+        "note": None,
+    }
+    if state not in {str(s) for s in ENGINE_UP}:
+        view["note"] = f"engine {state}: no trading state (read only while it runs)"
+        if state_since:
+            view["note"] += f", {state} for {now - state_since:.0f}s"
+        return view
+    if reading is None or reading.get("asked", 0.0) < (started_at or 0.0):
+        view["note"] = "not read since the engine started"
+        return view
+    at = reading.get("at")
+    view["at"] = at
+    view["age_s"] = max(0.0, now - at) if at else None
+    if reading.get("error"):
+        view["error"] = reading["error"]
+        view["note"] = "engine unreachable: trading state unknown"
+        return view
+    # The engine's fields first, ours over them: an engine cannot declare itself `current`.
+    view = {**{k: v for k, v in reading.items() if k not in ("asked", "at")}, **view}
+    view["trading"], view["open_orders"] = reading.get("trading"), reading.get("open_orders")
+    stale = view["age_s"] is None or view["age_s"] > TRADING_STALE_AFTER
+    view["current"] = not stale
+    if stale:
+        view["note"] = "stale: the engine has not answered since"
+    return view

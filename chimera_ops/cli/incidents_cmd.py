@@ -39,11 +39,14 @@ def incidents(ctx: click.Context, as_json: bool, limit: int) -> None:
         sys.exit(EXIT_OK)
     from rich.table import Table
 
+    from chimera_ops.cli.render import plain
+
     table = Table(header_style="bold")
     for column in ("id", "component", "at (UTC)", "reason"):
         table.add_column(column, overflow="fold")
     for item in found:
-        table.add_row(item.id, item.component, item.at, item.reason)
+        # The reason may quote a probe's answer or a child's stderr: shown literally.
+        table.add_row(plain(item.id), plain(item.component), plain(item.at), plain(item.reason))
     stdout_console().print(table)
     sys.exit(EXIT_OK)
 
@@ -71,22 +74,25 @@ def show(cli_ctx: CliContext, incident_id: str, as_json: bool) -> None:
         sys.exit(EXIT_OK)
     from rich.rule import Rule
 
+    from chimera_ops.cli.render import plain
+
     console = stdout_console()
     info = data.get("incident") or {}
-    console.print(Rule(f"incident {incident_id}"))
-    console.print(f"component: {info.get('component')}   at: {info.get('at')}", highlight=False)
-    console.print(f"reason: {info.get('reason')}", highlight=False)
+    # Everything below but the rules is what children said or ran as (reasons, command
+    # lines, log lines, stacks): Texts with control characters escaped, never markup.
+    console.print(Rule(plain(f"incident {incident_id}")))
+    console.print(plain(f"component: {info.get('component')}   at: {info.get('at')}"))
+    console.print(plain(f"reason: {info.get('reason')}"))
     console.print(Rule("last probe results"))
     for probe in (data.get("probes") or [])[-10:]:
         console.print(
-            f"  {probe.get('role', '?'):9} ok={probe.get('ok')} {probe.get('reason', '')}",
-            highlight=False,
+            plain(f"  {probe.get('role', '?'):9} ok={probe.get('ok')} {probe.get('reason', '')}")
         )
     console.print(Rule("processes"))
     for proc in data.get("processes") or []:
-        console.print(f"  {proc}", highlight=False)
+        console.print(plain(f"  {proc}"))
     console.print(Rule("log tail"))
-    console.print(data.get("logs") or "(none)", markup=False, highlight=False)
+    console.print(plain(data.get("logs") or "(none)", multiline=True))
     console.print(Rule("stack dump"))
-    console.print(data.get("stack") or "(none)", markup=False, highlight=False)
+    console.print(plain(data.get("stack") or "(none)", multiline=True))
     sys.exit(EXIT_OK)

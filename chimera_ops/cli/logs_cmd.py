@@ -120,7 +120,7 @@ def logs(
                 if all_components:
                     click.secho(f"===== {n} =====", bold=True)
                 for line in _lines(cfg, n, tail, since_ts, False):
-                    click.echo(line.render())
+                    click.echo(_shown(line.render()))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - the docker engine is gone, the file unreadable
@@ -132,4 +132,13 @@ def logs(
 
 def _follow(cfg: Any, name: str, tail: int, since_ts: float | None, as_json: bool) -> None:
     for line in _lines(cfg, name, tail, since_ts, True):
-        click.echo(json.dumps(line.to_dict()) if as_json else line.render())
+        click.echo(json.dumps(line.to_dict()) if as_json else _shown(line.render()))
+
+
+def _shown(text: str) -> str:
+    """A log line for a terminal: what the child wrote, with its control characters escaped
+    (`\\x1b[2J` shown, not obeyed). A tab stays a tab. `--json` keeps the bytes as written
+    (JSON escapes them)."""
+    from chimera_ops.cli.render import printable
+
+    return printable(text, multiline=True).replace("\n", "\\n")

@@ -49,6 +49,37 @@ HEALTH_LEGEND = (
 _RESTART_PROMISE = re.compile(r"\s*[;,]?\s*restarting in [0-9.]+\s*(?:ms|s|m|h)?\b", re.I)
 
 
+# What a terminal acts on rather than shows: C0 controls (ESC starts window-title, clear-screen
+# and cursor sequences; CR overwrites a line), DEL, C1 controls (0x9b is a one-byte CSI) and
+# the Unicode bidi overrides that reorder what is read. Tab and newline are handled apart.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    code = ord(m.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object, multiline: bool = False) -> str:
+    """`text` with every control character shown as an escape (`\\x1b`), never acted on.
+
+    For text a child or an engine supplied (reasons, stderr tails, log lines): printed raw, an
+    `ESC]0;...` would retitle the operator's window and `ESC[2J` clear the screen. One-line
+    fields escape newlines and tabs too (a newline could forge a line of the listing);
+    `multiline` keeps them. Rich markup is a separate matter: see `plain`.
+    """
+    out = _UNPRINTABLE.sub(_escape_char, str(text))
+    if not multiline:
+        out = out.replace("\n", "\\n").replace("\t", "\\t")
+    return out
+
+
+def plain(text: object, multiline: bool = False, style: str = "") -> Text:
+    """`printable(text)` as a rich Text: shown literally, `[bold red]` and all (a str handed
+    to rich is parsed as markup; a Text never is)."""
+    return Text(printable(text, multiline), style=style)
+
+
 def _when(ts: float | None) -> str:
     if not ts:
         return "-"
@@ -72,32 +103,39 @@ def format_last_exit(component: dict[str, Any], now: float | None = None) -> str
 
     What the exit was, never what was planned after it: a restart that was due then is stale.
     """
-    last_exit = strip_restart_promise(component.get("last_exit"))
+    last_exit = printable(strip_restart_promise(component.get("last_exit")))
     if not last_exit:
         return ""
     at = component.get("last_exit_at")
-    return f"{last_exit}, {age(at, now)}" if at else str(last_exit)
+    return f"{last_exit}, {age(at, now)}" if at else last_exit
 
 
 def _reason_parts(component: dict[str, Any], now: float | None) -> list[str]:
     """The current state's reason, then the last exit when the reason does not say it already."""
-    reason = component.get("reason") or ""
+    reason = printable(component.get("reason") or "")
     parts = [reason] if reason else []
-    last_exit = strip_restart_promise(component.get("last_exit"))
+    last_exit = printable(strip_restart_promise(component.get("last_exit")))
     if last_exit and last_exit not in reason:
         parts.append(f"last exit: {format_last_exit(component, now)}")
     return parts
 
 
-def _probe_verdicts(component: dict[str, Any], short: bool) -> list[str]:
-    """One verdict per probe: `L ok 3ms` (short) or `liveness ok 3ms`."""
+def _probe_verdicts(component: dict[str, Any], short: bool, now: float | None = None) -> list[str]:
+    """One verdict per probe with its age: `L ok 3ms 2s ago` (short) or `liveness ok 3ms 2s
+    ago`. A result that did not probe the process running now (the agent marks it not
+    `current`: a stopped component, one just restarted) is no verdict: `L ?`."""
     out = []
     for role, snap in (component.get("health") or {}).items():
         last = snap.get("last_result") or {}
+        name = _ROLE.get(role, role) if short else role
+        if snap.get("current") is False or not last:
+            out.append(f"{name} ?")
+            continue
         latency = last.get("latency_s")
         lat = f" {latency * 1000:.0f}ms" if latency is not None else ""
         verdict = _VERDICT.get(snap.get("status", "unknown"), "?")
-        out.append(f"{_ROLE.get(role, role) if short else role} {verdict}{lat}")
+        when = f" {age(last['at'], now)}" if last.get("at") else ""
+        out.append(f"{name} {verdict}{lat}{when}")
     return out
 
 
@@ -140,18 +178,35 @@ def pool_figures(component: dict[str, Any]) -> list[str]:
         limit = gauges.get("max") or gauges.get("size")
         if limit:
             used = gauges.get("in_use") or 0
-            parts.append(f"{component['name']} {_pool_name(name)} pool {used:.0f}/{limit:.0f}")
+            pool = printable(_pool_name(name))  # named by the component's own /metrics
+            parts.append(f"{component['name']} {pool} pool {used:.0f}/{limit:.0f}")
     return parts
 
 
-def _trading_line(trading: dict[str, Any], prefix: str = "trading ") -> str:
-    if trading.get("error"):
-        return f"{prefix}state unknown: {trading['error']}"
-    return (
-        f"{prefix}{str(trading.get('trading', '?')).upper()}, "
-        f"{trading.get('open_orders', '?')} open orders"
-        + (f" ({trading['reason']})" if trading.get("reason") else "")
+def trading_line(
+    trading: dict[str, Any], prefix: str = "trading ", now: float | None = None
+) -> str:
+    """An engine's trading state with its age; never a stale or unknown state as current.
+
+    `trading` null (a stopped, starting or unreachable engine, or one not read since it
+    started) reads `state unknown (why)`; a reading the agent marks not `current` reads
+    `STALE`. Every engine-supplied word is escaped (`printable`).
+    """
+    at = trading.get("at")
+    read = f"read {age(at, now)}" if at else ""
+    state = trading.get("trading")
+    if not state or trading.get("error"):
+        why = printable(trading.get("note") or "not read yet")
+        error = f": {printable(trading['error'])}" if trading.get("error") else ""
+        return f"{prefix}state unknown ({why}{', ' + read if read else ''}){error}"
+    line = (
+        f"{printable(state).upper()}, {printable(trading.get('open_orders', '?'))} open orders"
+        + (f" ({printable(trading['reason'])})" if trading.get("reason") else "")
     )
+    if trading.get("current") is False:  # an agent before this field sent none: no claim
+        note = printable(trading.get("note") or "not current")
+        return f"{prefix}STALE, {read or 'never read'} ({note}): was {line}"
+    return f"{prefix}{line}{', ' + read if read else ''}"
 
 
 def pack(prefix: str, items: Sequence[str], width: int, sep: str = "  ") -> list[str]:
@@ -179,7 +234,7 @@ def notes(doc: dict[str, Any], width: int = 80) -> list[str]:
     for comp in doc.get("components", []):
         trading = comp.get("trading")
         if trading:
-            out.append(f"{comp['name']}: {_trading_line(trading)}")
+            out.append(f"{comp['name']}: {trading_line(trading)}")
         pools = pool_figures(comp)
         if pools:
             out += pack(f"{comp['name']}: pools ", pools, width)
@@ -246,7 +301,8 @@ def _table(listing: Listing) -> Table:
         table.add_column(header, no_wrap=True)
     table.add_column(listing.reason_header, overflow="fold", min_width=REASON_MIN_WIDTH)
     for row in listing.rows:
-        table.add_row(*row.cells, *row.wide_cells, "\n".join(row.reason))
+        # A Text, not a str: rich would read `[bold red]` in a child's reason as markup.
+        table.add_row(*row.cells, *row.wide_cells, Text("\n".join(row.reason)))
     return table
 
 
@@ -292,7 +348,7 @@ def status_listing(doc: dict[str, Any], now: float | None = None) -> Listing:
     any_probe = False
     for comp in doc.get("components", []):
         state = comp.get("state", "unknown")
-        short = _probe_verdicts(comp, short=True)
+        short = _probe_verdicts(comp, short=True, now=now)
         any_probe = any_probe or bool(short)
         memory = comp.get("memory") or {}
         reason = _reason_parts(comp, now)
@@ -311,7 +367,7 @@ def status_listing(doc: dict[str, Any], now: float | None = None) -> Listing:
                 ],
                 wide_cells=[Text("\n".join(short) or "-")],
                 reason=reason,
-                narrow_extra=[", ".join(_probe_verdicts(comp, short=False))],
+                narrow_extra=[", ".join(_probe_verdicts(comp, short=False, now=now))],
             )
         )
     return Listing(
@@ -329,12 +385,23 @@ def direct_listing(doc: dict[str, Any], now: float | None = None) -> Listing:
     for comp in doc.get("components", []):
         reach = comp.get("reachable")
         target = comp.get("reachable_target")
+        external = comp.get("runtime") == "external"
+        # An external service is shown by what its probe says now: the store's "stopped"
+        # only means the agent stopped watching it. No pid of it is ever the agent's.
+        observed = comp.get("observed")
+        state = (
+            _state_text(f"{observed} (probed)" if observed else "not probed")
+            if external
+            else _state_text(comp.get("last_known_state") or "-")
+        )
+        if external and observed:
+            state.stylize("green" if observed == "up" else "bold red")
         rows.append(
             ListingRow(
                 cells=[
                     Text(comp["name"]),
-                    _state_text(comp.get("last_known_state") or "-"),
-                    Text(str(comp["pid"]) if comp.get("pid") else "no"),
+                    state,
+                    Text("-" if external else str(comp["pid"]) if comp.get("pid") else "no"),
                     Text("-" if reach is None else f"{'yes' if reach else 'NO'} {target}"),
                     Text(str(comp.get("restarts", 0))),
                 ],
@@ -358,9 +425,13 @@ def _probe_lines(snap: dict[str, Any], target: str | None, now: float) -> str:
         head += f"  {target}"
     if last:
         verdict = "ok" if last.get("ok") else "FAILED"
-        result = f"last {verdict} {age(last.get('at'), now)}: {last.get('reason') or '-'}"
+        result = (
+            f"last {verdict} {age(last.get('at'), now)}: {printable(last.get('reason') or '-')}"
+        )
     else:
         result = "not run yet"
+    if last and snap.get("current") is False:
+        result += " (an earlier run: no verdict about the process now)"
     ok, failed = snap.get("consecutive_successes", 0), snap.get("consecutive_failures", 0)
     counts = (
         f"{ok} success{'' if ok == 1 else 'es'}, "
@@ -394,9 +465,11 @@ def component_detail(
     grid.add_column(overflow="fold")
 
     def row(label: str, value: str | None) -> None:
-        grid.add_row(label, value if value else "-")
+        # Values hold child-supplied text: a Text shows it literally (never as markup), and
+        # the control characters the parts did not escape already are escaped here.
+        grid.add_row(label, plain(value if value else "-", multiline=True))
 
-    row("reason", comp.get("reason"))
+    row("reason", printable(comp.get("reason") or ""))
     since = comp.get("since")
     row("since", f"{_when(since)} UTC ({age(since, now)})" if since else None)
     pid, uptime = comp.get("pid"), comp.get("uptime_s")
@@ -425,7 +498,7 @@ def component_detail(
         alerts = comp.get("alerts") or {}
         row("alerts", ", ".join(f"{sev.upper()} {key}" for key, sev in alerts.items()) or "none")
     if comp.get("trading"):
-        row("trading", _trading_line(comp["trading"], prefix=""))
+        row("trading", trading_line(comp["trading"], prefix="", now=now))
     row("depends on", ", ".join(comp.get("depends_on") or []) or "nothing")
     runtime = comp.get("runtime")
     kept = None if runtime in (None, "process") else f"none kept by the agent ({runtime})"
@@ -479,7 +552,7 @@ def _monitor_summary(name: str, snap: Any, now: float) -> str:
         elif isinstance(value, float):
             parts.append(f"{key} {value:.3g}")
         else:
-            parts.append(f"{key} {value}")
+            parts.append(f"{key} {printable(value)}")
     return ", ".join(parts) or "no sample yet"
 
 
@@ -492,11 +565,13 @@ def events_table(events: list[dict[str, Any]]) -> Table:
         change = ""
         if event.get("from_state") or event.get("to_state"):
             change = f"{event.get('from_state') or '?'} -> {event.get('to_state') or '?'}"
+        # Texts, not strs: a reason may quote a child's stderr, which must show literally
+        # (no markup, no escape sequences).
         table.add_row(
-            _when(event["ts"]),
-            event.get("component") or "agent",
-            event["kind"],
-            change,
-            event.get("reason") or "",
+            Text(_when(event["ts"])),
+            plain(event.get("component") or "agent"),
+            plain(event["kind"]),
+            plain(change),
+            plain(event.get("reason") or ""),
         )
     return table

@@ -225,7 +225,10 @@ def run(
     options = RunOptions(dry_run, checks, yes, allow_shell, from_step, config_path, confirm)
     printer = _Printer(as_json)
     store = Store.open_in(cfg.agent.state_dir)
-    runner = Runner(book, values, options, Recorder(store), printer, lock_for(cfg))
+    from chimera_ops.ops.procedures.journal import config_secrets
+
+    recorder = Recorder(store, config_secrets(cfg))  # the journal is redacted like a bundle
+    runner = Runner(book, values, options, recorder, printer, lock_for(cfg))
     try:
         runner.start_index()
     except ValueError as exc:

@@ -57,12 +57,68 @@ def _log_file(state_dir: str | os.PathLike[str], name: str) -> str | None:
 NOT_SUPERVISED = "not supervised now (no agent)"
 
 
+def _probe_externals(cfg: Any) -> dict[str, dict[str, Any]]:
+    """Run each external component's readiness (else liveness) probe once, concurrently.
+
+    The agent never starts or stops an external service, so the store's last word about one
+    ("stopped": no longer watched when the agent ended) says nothing about the service. What
+    its own probe says now does. A component without a probe is absent from the answer.
+    """
+    import asyncio
+
+    from chimera_ops.probes.factory import build_probe
+
+    probes = {}
+    for name, comp in cfg.components.items():
+        role = "readiness" if comp.readiness is not None else "liveness"
+        spec = getattr(comp, role)
+        if comp.runtime == "external" and spec is not None:
+            probes[name] = (role, build_probe(spec, env={**os.environ, **comp.env}))
+    if not probes:
+        return {}
+
+    async def run_all() -> list[Any]:
+        return list(await asyncio.gather(*(probe.run() for _, probe in probes.values())))
+
+    out = {}
+    for (name, (role, probe)), result in zip(probes.items(), asyncio.run(run_all()), strict=True):
+        out[name] = {
+            "role": role,
+            "kind": probe.kind,
+            "target": probe.describe(),
+            "ok": result.ok,
+            "reason": result.reason,
+            "at": result.at,
+        }
+    return out
+
+
 def _direct_reason(last_state: str, reason: str | None) -> str:
     """The no-agent reason: the store's last word, minus any restart the dead agent promised."""
     from chimera_ops.cli.render import strip_restart_promise
 
     last = strip_restart_promise(reason)
     return f"{NOT_SUPERVISED}; last known {last_state}" + (f": {last}" if last else "")
+
+
+def _external_view(runtime: str, probe: dict[str, Any] | None) -> dict[str, Any]:
+    """For an external component: its probe's answer now (`probe`, `observed` up|down|null)
+    and a reason from it, replacing the store's "stopped" (the agent never stopped it)."""
+    if runtime != "external":
+        return {}
+    if probe is None:
+        return {
+            "probe": None,
+            "observed": None,
+            "reason": f"{NOT_SUPERVISED}; external, no probe configured: state not known",
+        }
+    verdict = "up" if probe["ok"] else "down"
+    return {
+        "probe": probe,
+        "observed": verdict,
+        "reason": f"{NOT_SUPERVISED}; external, {probe['role']} probe now: {verdict} "
+        f"({probe['reason']})",
+    }
 
 
 def direct_status(cli_ctx: CliContext) -> dict[str, Any]:
@@ -79,6 +135,7 @@ def direct_status(cli_ctx: CliContext) -> dict[str, Any]:
     db = cfg.agent.state_dir / "chimera.db"
     store = Store(db, readonly=True) if db.exists() else None
     children = {c.component: c for c in store.children()} if store else {}
+    probed = _probe_externals(cfg)
     components = []
     for name in cfg.start_order():
         comp = cfg.components[name]
@@ -122,6 +179,7 @@ def direct_status(cli_ctx: CliContext) -> dict[str, Any]:
                 "depends_on": list(comp.depends_on),
                 "health": {},
                 "memory": {"rss_bytes": None},
+                **_external_view(comp.runtime, probed.get(name)),
             }
         )
     if store:
@@ -176,6 +234,7 @@ def _render(doc: dict[str, Any], width: int, probe_targets: ProbeTargets | None 
         component_detail,
         direct_listing,
         notes,
+        plain,
         render_listing,
         status_listing,
     )
@@ -199,7 +258,7 @@ def _render(doc: dict[str, Any], width: int, probe_targets: ProbeTargets | None 
     # A procedure the agent died in (trading may be left halted) or one running now: first.
     procedures = doc.get("procedures") or {}
     for job in procedures.get("interrupted") or []:
-        parts.append(Text(f"INTERRUPTED {job['summary']}", style="bold red"))
+        parts.append(plain(f"INTERRUPTED {job['summary']}", style="bold red"))
     running = procedures.get("running")
     if running:
         parts.append(
@@ -212,7 +271,7 @@ def _render(doc: dict[str, Any], width: int, probe_targets: ProbeTargets | None 
     # Fatal first: nothing restarts it until an operator acts (also after an agent restart).
     for comp in doc["components"]:
         if comp.get("state") == "fatal":
-            parts.append(Text(fatal_banner(comp), style="bold red"))
+            parts.append(plain(fatal_banner(comp), style="bold red"))
     if probe_targets is not None:
         for comp in doc["components"]:
             if "log_file" not in comp and comp.get("runtime") == "process":
@@ -221,7 +280,7 @@ def _render(doc: dict[str, Any], width: int, probe_targets: ProbeTargets | None 
         return Group(*parts)
     listing = status_listing(doc) if agent["running"] else direct_listing(doc)
     parts.append(render_listing(listing, width))
-    parts += [Text(line) for line in notes(doc, width)]
+    parts += [plain(line, multiline=True) for line in notes(doc, width)]
     return Group(*parts)
 
 

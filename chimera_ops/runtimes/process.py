@@ -20,8 +20,9 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -32,6 +33,9 @@ from chimera_ops.redact import redact_text
 from chimera_ops.runtimes.base import ExitInfo, Runtime, StartError
 from chimera_ops.runtimes.relay_client import LogRelay
 from chimera_ops.runtimes.tree import MARKER_ENV, kill_tree, signal_tree, tree_pids
+
+if TYPE_CHECKING:
+    from chimera_ops.config import ChimeraConfig
 
 SETPRIV = shutil.which("setpriv")
 DRAIN_TIMEOUT_S = 1.0  # after the exit: how long the last lines may take to reach the log
@@ -65,14 +69,55 @@ def expand_command(command: list[str]) -> list[str]:
     return [sys.executable if part == PYTHON_PLACEHOLDER else part for part in command]
 
 
+def _token_env_names(value: Any) -> Iterator[str]:
+    """Every variable a `*token_env` setting names, anywhere in a config dump."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if str(key).endswith("token_env") and isinstance(item, str) and item:
+                yield item
+            else:
+                yield from _token_env_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _token_env_names(item)
+
+
+def withheld_env(config: ChimeraConfig) -> frozenset[str]:
+    """The variables no child inherits from the agent: the API token (`agent.api.token_env`)
+    and every other `token_env` secret of the config (engines' control tokens...).
+
+    The agent reads them from its own environment; a child that inherited them could drive
+    the agent's API or another engine. A component still gets one when its `env:` sets it,
+    and an engine gets its own `trading.control.token_env` (it must check that token).
+    """
+    return frozenset(_token_env_names(config.model_dump()))
+
+
+def child_environment(
+    config: ComponentConfig, withheld: frozenset[str], marker: str
+) -> dict[str, str]:
+    """The environment of a component's child: the agent's minus the withheld secrets, then
+    the component's own `env:` (on purpose, so it wins), then the marker."""
+    own = config.trading.control.token_env if config.trading is not None else None
+    env = {k: v for k, v in os.environ.items() if k not in withheld or k == own}
+    return {**env, **config.env, MARKER_ENV: marker}
+
+
 class ProcessRuntime(Runtime):
     """Runs `command` as a supervised child."""
 
     def __init__(
-        self, name: str, config: ComponentConfig, log_dir: Path, marker: str, relay: LogRelay
+        self,
+        name: str,
+        config: ComponentConfig,
+        log_dir: Path,
+        marker: str,
+        relay: LogRelay,
+        withheld: frozenset[str] = frozenset(),
     ) -> None:
         self.name = name
         self.config = config
+        self.withheld = withheld
         self.marker = marker
         self.relay = relay
         self.log_path = log_dir / f"{name}.log"
@@ -88,7 +133,7 @@ class ProcessRuntime(Runtime):
         """Spawn the child; StartError when it cannot be started at all."""
         cfg = self.config
         assert cfg.command, "process runtime needs a command"
-        env = {**os.environ, **cfg.env, MARKER_ENV: self.marker}
+        env = child_environment(cfg, self.withheld, self.marker)
         if cfg.cwd is not None and not cfg.cwd.is_dir():
             raise StartError(f"working directory {str(cfg.cwd)!r} does not exist")
         command = expand_command(cfg.command)

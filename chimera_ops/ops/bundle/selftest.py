@@ -55,6 +55,10 @@ def canaries() -> dict[str, tuple[str, str]]:
             values["quoted_secret_key"],
             f"headers={{'ACCESS-SIGN': '{values['quoted_secret_key']}'}}",
         ),
+        "secret_argv_option": (
+            values["secret_argv_option"],
+            f"exchange-cli --api-secret {values['secret_argv_option']} --symbol BTCUSDT",
+        ),
         "secret_key_value": (
             values["secret_key_value"],
             f"BITGET_PASSPHRASE={values['secret_key_value']}",

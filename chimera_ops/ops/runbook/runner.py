@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -310,13 +310,16 @@ class Runner:
 
 
 class Recorder:
-    """The journal (procedures tables, kind `runbook`) and the audit log of runs and steps."""
+    """The journal (procedures tables, kind `runbook`) and the audit log of runs and steps.
 
-    def __init__(self, store: Any) -> None:
+    Both redacted like the support bundle (`Journal.scrub`, with the config's known secret
+    values): a step's argv and output may quote a password or an API key."""
+
+    def __init__(self, store: Any, known_secrets: Iterable[str] = ()) -> None:
         from chimera_ops.ops.procedures.journal import Journal
 
         self.store = store
-        self.journal = Journal(store)
+        self.journal = Journal(store, known_secrets)
         self.job: str | None = None
 
     def begin(self, book: Runbook, values: dict[str, str], opt: RunOptions) -> str:
@@ -355,7 +358,7 @@ class Recorder:
                 "runbook": book.name,
                 "run": self.job,
                 "step": outcome.id,
-                "argv": argv,
+                "argv": self.journal.scrub(argv),
                 "exit_code": outcome.exit_code,
             },
             result=outcome.status,
