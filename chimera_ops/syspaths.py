@@ -62,21 +62,23 @@ HOME_PARENTS = ("/home",)
 ADVICE = "use a directory of chimera-ops' own, such as /var/lib/chimera-ops"
 
 
-def system_dir_problem(path: str) -> str | None:
+def system_dir_problem(path: str, *, whole: bool = True) -> str | None:
     """Why `path` (absolute) cannot be chimera-ops' own directory (`is the root directory`,
-    `is inside /usr, a system directory`...), or None when it can. The caller says the path."""
+    `is inside /usr, a system directory`...), or None when it can. The caller says the path.
+    With `whole=False` (a place to write one file, not a directory to own) only `/` and the
+    system trees are refused: a bundle may go to /root or /tmp."""
     norm = posixpath.normpath(path)
     if norm.startswith("//"):  # POSIX keeps a leading `//`; it is still the root
         norm = "/" + norm.lstrip("/")
     if norm == "/":
         return "is the root directory"
-    if norm in SYSTEM_DIRS:
+    if whole and norm in SYSTEM_DIRS:
         return "is a system directory"
     for tree in SYSTEM_TREES:
         if norm == tree:
             return "is a system directory"
         if norm.startswith(tree + "/"):
             return f"is inside {tree}, a system directory"
-    if posixpath.dirname(norm) in HOME_PARENTS:
+    if whole and posixpath.dirname(norm) in HOME_PARENTS:
         return "is a home directory"
     return None

@@ -34,7 +34,9 @@ def test_types_admit_only_plain_values(kind: str, good: list[str], bad: list[str
 def test_dir_type_refuses_system_dirs_and_missing_ones(tmp_path: object) -> None:
     assert check_typed("dir", str(tmp_path), SCOPE) is None
     assert "root directory" in str(check_typed("dir", "/", SCOPE))
-    assert "system directory" in str(check_typed("dir", "/etc", SCOPE))
+    assert "inside /usr, a system directory" in str(check_typed("dir", "/usr/lib", SCOPE))
+    assert "system directory" in str(check_typed("dir", "/proc", SCOPE))
+    assert check_typed("dir", "/root", SCOPE) is None  # a bundle may go to root's home
     assert "no such directory" in str(check_typed("dir", f"{tmp_path}/missing", SCOPE))
 
 

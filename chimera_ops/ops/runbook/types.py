@@ -14,7 +14,7 @@ only the plain values of that kind:
 | `identifier` | a name: a letter or `_`, then letters, digits, `_`; at most 63 (PostgreSQL's limit) |
 | `component` | a component of the config |
 | `path` | an absolute path that (symlinks resolved) is at or under the state dir or backup dir |
-| `dir` | an existing directory that is not `/` or a system directory (syspaths.py) |
+| `dir` | an existing directory that is not `/` nor inside a system tree (/usr, /proc...) |
 | `host` | a host name or an IP address |
 | `url` | an http(s) URL |
 | `backup-set` | `latest` or a backup set id (or a unique prefix of one) |
@@ -113,7 +113,7 @@ def _dir(value: str, scope: Scope) -> str | None:
     real = os.path.realpath(value)
     if not os.path.isdir(real):
         return f"no such directory ({real})"
-    if (why := system_dir_problem(real)) is not None:
+    if (why := system_dir_problem(real, whole=False)) is not None:
         return f"{real} {why}"
     return None
 
