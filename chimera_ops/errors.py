@@ -27,3 +27,22 @@ def describe_exception(exc: BaseException) -> str:
         doc = (type(exc).__doc__ or "").strip().splitlines()
         meaning = doc[0].rstrip(".") if doc else "no message"
     return f"{name} ({meaning})"
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as a message for an operator, never naming one of our own classes.
+
+    Our exceptions (`chimera_ops.*`, and any private `_Name`) are written to be read as they
+    are: their class is an implementation detail ("_NotBack: engine is not healthy" says
+    nothing more than "engine is not healthy"). Other classes keep `describe_exception`'s
+    form, where the name (`ConnectionRefusedError`, `ReadTimeout`) is part of the meaning.
+    """
+    cls = type(exc)
+    ours = cls.__module__.startswith("chimera_ops") or cls.__name__.startswith("_")
+    if not ours:
+        return describe_exception(exc)
+    message = str(exc).strip()
+    if message:
+        return message
+    doc = (cls.__doc__ or "").strip().splitlines()
+    return doc[0].rstrip(".") if doc else "failed without a message"

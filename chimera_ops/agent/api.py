@@ -41,6 +41,7 @@ from chimera_ops.config import UnknownComponent
 from chimera_ops.states import State
 
 if TYPE_CHECKING:
+    from chimera_ops.agent.engine_halt import EngineHalt
     from chimera_ops.agent.maintenance_metrics import MaintenanceFigures
     from chimera_ops.agent.unit import Unit
     from chimera_ops.agent.view import AgentView
@@ -89,6 +90,42 @@ async def _settle(unit: Unit, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while unit.state not in SETTLED and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+
+
+async def _halt_before(agent: AgentView, unit: Unit, verb: str, reason: str) -> EngineHalt | None:
+    """An engine about to be stopped or restarted is halted first (its open orders cancelled
+    and counted), so what the stop does to trading is said, not silent. None when the unit is
+    not an engine, the verb is a start, or nothing runs to halt."""
+    from chimera_ops.agent.engine_halt import DOWN, halt_engines
+
+    trading = unit.config.trading
+    if trading is None or verb == "start" or unit.state in DOWN:
+        return None
+    [halt] = await halt_engines({unit.name: trading}, reason, agent.store)
+    return halt
+
+
+async def _after_restart(
+    agent: AgentView, unit: Unit, verb: str, halt: EngineHalt | None
+) -> dict[str, Any] | None:
+    """The `trading` part of the answer. An engine that traded before a plain restart and is
+    back `running` resumes (the halt was only for the restart); one that is not running, or was
+    halted before, stays halted, and the answer says so."""
+    if halt is None:
+        return None
+    doc: dict[str, Any] = halt.to_dict() | {"resumed": False, "resume_error": None}
+    trading = unit.config.trading
+    if verb == "restart" and halt.halted and halt.was == "active" and trading is not None:
+        if unit.state is State.RUNNING:
+            from chimera_ops.agent.engine_halt import resume_engine
+
+            error = await resume_engine(
+                unit.name, trading, "operator restart: back and ready", agent.store
+            )
+            doc.update(resumed=not error, resume_error=error or None)
+        else:
+            doc["resume_error"] = f"not resumed: {unit.name} is {unit.state} after the restart"
+    return doc
 
 
 def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
@@ -201,6 +238,7 @@ def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
         if body.get("reason"):
             reason = f"operator {verb}: {body['reason']}"
         started = time.monotonic()
+        halt = await _halt_before(agent, unit, verb, reason)
         if verb == "start":
             await unit.start(reason)
         elif verb == "stop":
@@ -209,17 +247,22 @@ def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
             await agent.restart(name, reason)
         if verb in ("start", "restart"):
             await _settle(unit, timeout=wait)
+        trading = await _after_restart(agent, unit, verb, halt)
         assert agent.store is not None
         agent.store.audit(
             verb,
             {"component": name},
             reason=reason,
-            result=str(unit.state),
+            result=str(unit.state) + (f"; {halt.text()}" if halt is not None else ""),
             duration_s=time.monotonic() - started,
         )
-        return JSONResponse(
-            {"component": name, "action": verb, "state": str(unit.state), "reason": unit.reason}
-        )
+        answer = {
+            "component": name,
+            "action": verb,
+            "state": str(unit.state),
+            "reason": unit.reason,
+        }
+        return JSONResponse(answer | ({"trading": trading} if trading is not None else {}))
 
     routes = [
         Route(f"{API_PREFIX}/status", status),

@@ -536,12 +536,33 @@ class Agent:
                 )
 
     async def _stop_all(self, reason: str) -> None:
+        await self._halt_engines_first(reason)
         for name in reversed(self.order):
             unit = self.units[name]
             if unit.runtime.survives_agent:
                 await unit.release(reason)  # a container outlives the agent: adopted next time
             else:
                 await unit.stop(reason)
+
+    async def _halt_engines_first(self, reason: str) -> None:
+        """Halt every engine the agent is about to stop, before anything stops: an engine must
+        not trade while what it depends on goes away, and the orders the halt cancels are
+        counted (log line and `trading` event) rather than lost silently in the engine's exit.
+        Containers outlive the agent and keep trading; external engines are not ours to halt."""
+        from chimera_ops.agent.engine_halt import DOWN, halt_engines
+
+        engines = {
+            name: unit.config.trading
+            for name, unit in self.units.items()
+            if unit.config.trading is not None
+            and unit.managed
+            and not unit.runtime.survives_agent
+            and unit.state not in DOWN
+        }
+        if not engines:
+            return
+        for halt in await halt_engines(engines, reason, self.store):
+            log.warning("%s: %s before the shutdown", halt.component, halt.text())
 
     # ----------------------------------------------------------------- API helpers
     def unit(self, name: str) -> Unit:

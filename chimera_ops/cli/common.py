@@ -12,6 +12,7 @@ import click
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from chimera_ops.client import AgentClient
     from chimera_ops.config import ChimeraConfig
 
 EXIT_OK = 0
@@ -136,3 +137,36 @@ def json_option(func: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(
         func
     )
+
+
+def refuse_flags(names: list[str], why: str, as_json: bool = False) -> None:
+    """Exit 2 naming the first of these options (parameter names) given on the command line.
+
+    A flag that does not apply is refused, never silently ignored: `restart engine --dry-run`
+    once really restarted the engine because `--dry-run` only meant something with `--safe`.
+    """
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    for param in ctx.command.params:
+        if (
+            param.name in names
+            and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+        ):
+            flag = max(param.opts, key=len) if param.opts else param.name
+            fail(f"{flag} {why}", EXIT_USAGE, "nothing was done; see --help", as_json)
+
+
+def agent_client(cfg: ChimeraConfig, why: str, as_json: bool, timeout: float = 180) -> AgentClient:
+    """The client of the config's agent; exit 1 (saying `why` it is needed) when none runs."""
+    from chimera_ops.client import AgentClient
+
+    client = AgentClient(cfg.agent.state_dir, timeout=timeout)
+    if not client.path.exists():
+        fail(
+            f"no agent is running on {cfg.agent.state_dir}; {why}",
+            EXIT_PROBLEM,
+            "start it with `chimera-ops agent` (or your service manager), then retry",
+            as_json,
+        )
+    return client

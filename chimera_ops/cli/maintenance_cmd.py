@@ -23,6 +23,7 @@ from chimera_ops.cli.common import (
     fail,
     json_option,
     pass_cli,
+    refuse_flags,
     stderr_console,
     stdout_console,
 )
@@ -70,6 +71,8 @@ def _run(
             None,
             as_json,
         )
+    if not fix:
+        refuse_flags(["yes"], "only applies with --fix", as_json)
     config = cli_ctx.config()
     if fix and not dry_run and not yes:
         if not sys.stdin.isatty():

@@ -33,18 +33,9 @@ RUNNING = "running"
 
 
 def _client(cli_ctx: CliContext, as_json: bool, what: str) -> Any:
-    from chimera_ops.client import AgentClient
+    from chimera_ops.cli.common import agent_client
 
-    cfg = cli_ctx.config()
-    client = AgentClient(cfg.agent.state_dir, timeout=30)
-    if not client.path.exists():
-        fail(
-            f"no agent is running on {cfg.agent.state_dir}; {what} runs inside the agent",
-            EXIT_PROBLEM,
-            "start it with `chimera-ops agent` (or your service manager), then retry",
-            as_json,
-        )
-    return client
+    return agent_client(cli_ctx.config(), f"{what} runs inside the agent", as_json, timeout=30)
 
 
 def start_and_follow(
@@ -142,6 +133,65 @@ def confirm_or_exit(question: str, yes: bool, as_json: bool) -> None:
         fail("cancelled; nothing was started", EXIT_PROBLEM, None, as_json)
 
 
+class StoreJournal:
+    """The journal read from the store itself (read-only) when no agent answers: `procedure
+    list` and `show` still work on a stack whose agent is stopped, which is when the last
+    procedure's steps are most needed. Same answers as the agent's routes."""
+
+    def __init__(self, state_dir: Any) -> None:
+        self.state_dir = state_dir
+
+    def _read(self, query: Any) -> Any:
+        from chimera_ops.ops.procedures.journal import Journal
+        from chimera_ops.store import Store
+
+        if not (self.state_dir / "chimera.db").exists():
+            return None
+        store = Store.open_in(self.state_dir, readonly=True)
+        try:
+            return query(Journal(store))
+        finally:
+            store.close()
+
+    def procedures(self, limit: int) -> dict[str, Any]:
+        rows = self._read(lambda journal: journal.recent(limit))
+        return {"procedures": rows or []}
+
+    def procedure(self, ref: str) -> dict[str, Any]:
+        """The procedure `ref` (an id or a unique prefix); AgentError 404 listing recent ids."""
+        from chimera_ops.client import AgentError
+
+        def query(journal: Any) -> dict[str, Any]:
+            doc = journal.get(ref)
+            if doc is None:
+                matches = journal.ids_like(ref, limit=2)
+                doc = journal.get(matches[0]) if len(matches) == 1 else None
+            if doc is None:
+                known = [j["id"] for j in journal.recent(10)]
+                raise AgentError(404, {"error": f"no procedure {ref!r}", "known": known})
+            return doc
+
+        found = self._read(query)
+        if found is None:
+            raise AgentError(404, {"error": f"no procedure {ref!r}", "known": []})
+        return found
+
+
+def _journal(cli_ctx: CliContext, as_json: bool) -> tuple[Any, bool]:
+    """(where to read the journal, whether an agent answers): the agent when one runs, else
+    the store read-only (said on stderr, so --json stays one document)."""
+    from chimera_ops.client import AgentClient
+
+    cfg = cli_ctx.config()
+    client = AgentClient(cfg.agent.state_dir, timeout=30)
+    if client.path.exists():
+        return client, True
+    click.echo(
+        f"no agent running on {cfg.agent.state_dir}: reading its store (read-only)", err=True
+    )
+    return StoreJournal(cfg.agent.state_dir), False
+
+
 @click.group()
 def procedure() -> None:
     """The agent's procedures (restart --safe, emergency-stop, start --all): list, show."""
@@ -153,7 +203,13 @@ def procedure() -> None:
 @pass_cli
 def procedure_list(cli_ctx: CliContext, limit: int, as_json: bool) -> None:
     """Recent procedures, newest first."""
-    rows = _client(cli_ctx, as_json, "the journal").procedures(limit)["procedures"]
+    from chimera_ops.client import AgentUnavailable
+
+    source, _ = _journal(cli_ctx, as_json)
+    try:
+        rows = source.procedures(limit)["procedures"]
+    except AgentUnavailable:  # a socket left behind by a dead agent: the store still answers
+        rows = StoreJournal(cli_ctx.config().agent.state_dir).procedures(limit)["procedures"]
     if as_json:
         emit_json({"procedures": rows})
         sys.exit(EXIT_OK)
@@ -180,13 +236,80 @@ def procedure_list(cli_ctx: CliContext, limit: int, as_json: bool) -> None:
 @json_option
 @pass_cli
 def procedure_show(cli_ctx: CliContext, job: str, as_json: bool) -> None:
-    """One procedure's steps; follows it while it runs."""
-    from chimera_ops.client import AgentError
+    """One procedure's steps; follows it while it runs (with no agent: as the store has it)."""
+    from chimera_ops.client import AgentError, AgentUnavailable
 
-    client = _client(cli_ctx, as_json, "the journal")
+    source, live = _journal(cli_ctx, as_json)
     try:
-        client.procedure(job)
+        try:
+            doc = source.procedure(job)
+        except AgentUnavailable:  # a socket left behind by a dead agent
+            source, live = StoreJournal(cli_ctx.config().agent.state_dir), False
+            doc = source.procedure(job)
     except AgentError as exc:
         known = ", ".join(exc.body.get("known") or []) or "(none yet)"
         fail(str(exc), EXIT_USAGE, f"recent procedures: {known}", as_json)
-    follow(client, job, as_json)
+    if live:
+        follow(source, doc["id"], as_json)
+    if as_json:
+        emit_json(doc)
+    else:
+        out = stdout_console()
+        out.print(f"procedure {doc['id']} (from the store; no agent runs)", highlight=False)
+        for step in doc.get("steps", []):
+            out.print(_step_line(step), highlight=False)
+        if doc["state"] == RUNNING:
+            # Nobody runs it any more: the next agent marks it interrupted at start.
+            out.print(
+                f"[bold red]{doc['kind']} is marked running but no agent runs it[/]: the next"
+                " agent marks it interrupted; trading stays as the engines report"
+                " (`chimera-ops trading-state`)",
+                highlight=False,
+            )
+        else:
+            _render_result(doc)
+    sys.exit(EXIT_OK if doc["state"] in ("succeeded", "planned") else EXIT_PROBLEM)
+
+
+@procedure.command("abort")
+@click.argument("job")
+@click.option("--reason", help="Why (written to the journal, events and audit).")
+@json_option
+@pass_cli
+def procedure_abort(cli_ctx: CliContext, job: str, reason: str | None, as_json: bool) -> None:
+    """End a running procedure at its next step boundary (a step is never cut in half).
+
+    Nothing stopped yet: trading is resumed and nothing is restarted. Anything stopped:
+    trading stays halted. Follows the procedure to its end; exit 0 once it ended aborted.
+    """
+    from chimera_ops.client import AgentError, AgentUnavailable
+
+    client = _client(cli_ctx, as_json, "a procedure")
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = None
+    try:
+        answer = client.abort_procedure(job, user, reason)
+    except AgentUnavailable as exc:
+        fail(f"the agent does not answer: {exc}", EXIT_PROBLEM, None, as_json)
+    except AgentError as exc:
+        fail(
+            f"cannot abort: {exc}",
+            EXIT_PROBLEM if exc.status == 409 else EXIT_USAGE,
+            "running procedures: `chimera-ops status`; past ones: `chimera-ops procedure list`",
+            as_json,
+        )
+    if not as_json:
+        click.echo(
+            f"abort asked at {answer.get('step') or 'its start'}; waiting for the step to end"
+        )
+    doc: dict[str, Any] = client.procedure(answer["id"])
+    while doc["state"] == RUNNING:
+        time.sleep(POLL)
+        doc = client.procedure(answer["id"])
+    if as_json:
+        emit_json(doc)
+    else:
+        _render_result(doc)
+    sys.exit(EXIT_OK if doc["state"] == "aborted" else EXIT_PROBLEM)

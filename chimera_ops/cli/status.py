@@ -352,8 +352,10 @@ def status(
     `--json` then holds only those components. Exit 0 when the agent runs and no shown component
     is fatal/unhealthy/backoff/exited; 1 otherwise. The JSON shape is in docs/status-json.md.
     """
-    from chimera_ops.cli.common import stdout_console
+    from chimera_ops.cli.common import refuse_flags, stdout_console
 
+    if not watch:
+        refuse_flags(["interval"], "only applies with --watch", as_json)
     console = stdout_console()
     targets: ProbeTargets | None = None
 

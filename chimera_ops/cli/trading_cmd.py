@@ -199,9 +199,12 @@ def _run(
     reason: str | None,
     wait: bool,
     as_json: bool,
+    dry_run: bool = False,
 ) -> None:
     cfg = cli_ctx.config()
     targets = _targets(cfg, component, as_json)
+    if dry_run:
+        _dry_run(cli_ctx, cfg, op, component, targets, wait, as_json)
     user = _user()
     reason = (reason or "").strip() or f"{op}-trading by {user} (no reason given)"
     body: dict[str, Any] = {"component": component}
@@ -217,7 +220,46 @@ def _run(
     _finish(cfg, op, doc, as_json)
 
 
+def _dry_run(
+    cli_ctx: CliContext,
+    cfg: ChimeraConfig,
+    op: Op,
+    component: str | None,
+    targets: dict[str, TradingConfig],
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """What a halt or resume would do to each engine, from its current state; changes nothing."""
+    body: dict[str, Any] = {"component": component}
+    longest = max(t.control.timeout for t in targets.values())
+    doc = _via_agent(cfg, "state", body, longest + 10.0, as_json)
+    if doc is None:
+        doc = _direct(cfg, targets, "state", "", False)
+    plan = []
+    for r in doc["engines"]:
+        name, now = r["component"], r.get("trading")
+        if not r.get("ok"):
+            plan.append(f"{name}: its state cannot be read ({r.get('error')}); {op} it anyway")
+        elif op == "halt":
+            plan.append(
+                f"{name}: halt trading (now {now}), cancelling {r.get('open_orders') or 0} open"
+                " orders"
+                + (f"; wait up to {targets[name].drain_timeout:g} s for 0 open" if wait else "")
+            )
+        else:
+            plan.append(
+                f"{name}: resume trading (now {now})"
+                + ("; nothing to do" if now == "active" else "")
+            )
+    from chimera_ops.cli import touch
+
+    touch.dry_run({"action": f"{op}-trading", "via": doc["via"], **doc, "plan": plan}, as_json)
+
+
 _component = click.option("--component", help="Only this engine (default: every engine).")
+_dry_run_option = click.option(
+    "--dry-run", is_flag=True, help="Print what would be done to each engine; change nothing."
+)
 _reason = click.option("--reason", help="Why (sent to the engine and written to the audit log).")
 
 
@@ -229,28 +271,35 @@ _reason = click.option("--reason", help="Why (sent to the engine and written to 
     help="Wait until open orders reach 0 (up to trading.drain_timeout); print the drain.",
 )
 @_component
+@_dry_run_option
 @json_option
 @pass_cli
 def halt_trading(
-    cli_ctx: CliContext, reason: str | None, wait: bool, component: str | None, as_json: bool
+    cli_ctx: CliContext,
+    reason: str | None,
+    wait: bool,
+    component: str | None,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Halt trading: engines stop placing orders and cancel open ones (idempotent).
 
     Exit 1 when an engine could not be halted or (with --wait) did not drain in time.
     """
-    _run(cli_ctx, "halt", component, reason, wait, as_json)
+    _run(cli_ctx, "halt", component, reason, wait, as_json, dry_run)
 
 
 @click.command("resume-trading")
 @_reason
 @_component
+@_dry_run_option
 @json_option
 @pass_cli
 def resume_trading(
-    cli_ctx: CliContext, reason: str | None, component: str | None, as_json: bool
+    cli_ctx: CliContext, reason: str | None, component: str | None, dry_run: bool, as_json: bool
 ) -> None:
     """Resume trading on the engines (idempotent)."""
-    _run(cli_ctx, "resume", component, reason, False, as_json)
+    _run(cli_ctx, "resume", component, reason, False, as_json, dry_run)
 
 
 @click.command("trading-state")

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from chimera_ops.errors import error_text
 from chimera_ops.ops.procedures.journal import Journal
 
 
@@ -83,8 +84,10 @@ class Steps:
             self._end(name, "failed", str(exc), started)
             raise
         except Exception as exc:  # noqa: BLE001 - an unexpected error still ends the step
-            self._end(name, "failed", f"{type(exc).__name__}: {exc}", started)
-            raise StepFailed(f"{name}: {type(exc).__name__}: {exc}") from exc
+            # What went wrong, in words: never an internal class name such as `_NotBack`.
+            detail = error_text(exc)
+            self._end(name, "failed", detail, started)
+            raise StepFailed(f"{name}: {detail}") from exc
         self._end(name, "ok", detail, started)
         return detail
 
