@@ -60,3 +60,15 @@ def test_a_failed_step_is_journaled_without_the_class_name() -> None:
     assert journal.finished[0][:2] == (1, "failed")
     for text in texts:
         assert "_NotBack" not in text and "engine is not healthy" in text
+
+
+def test_a_crashed_doctor_check_is_reported_without_the_class_name() -> None:
+    from chimera_ops.ops.doctor.plan import _safe
+
+    def check() -> Any:
+        raise _NotBack("port 8701 held by pid 42")
+
+    result = _safe(check)
+    assert not isinstance(result, list)
+    assert result.status == "fail" and "_NotBack" not in result.summary
+    assert result.summary == "check crashed: port 8701 held by pid 42"

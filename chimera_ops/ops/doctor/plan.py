@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from chimera_ops.errors import error_text
 from chimera_ops.ops.doctor.databases import check_postgres, check_redis
 from chimera_ops.ops.doctor.env import check_env_var
 from chimera_ops.ops.doctor.host import check_clock, check_disk
@@ -67,7 +68,8 @@ def _safe(job: Callable[[], CheckResult | list[CheckResult]]) -> CheckResult | l
         return CheckResult(
             "doctor",
             "fail",
-            f"check crashed: {type(exc).__name__}: {redact_text(str(exc))}",
+            # Our own exception classes are not named (errors.error_text): the message is it.
+            f"check crashed: {redact_text(error_text(exc))}",
             hint="this is a chimera-ops bug",
         )
 
