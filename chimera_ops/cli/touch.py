@@ -113,7 +113,7 @@ def confirm(touches: list[Touch], verb: str, yes: bool, as_json: bool) -> None:
             as_json,
         )
     click.echo(message, err=True)
-    if not click.confirm(f"{verb} now?", err=True):
+    if not click.confirm(f"{verb.rstrip(':')} now?", err=True):
         fail("cancelled; nothing was changed", EXIT_PROBLEM, None, as_json)
 
 

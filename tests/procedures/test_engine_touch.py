@@ -240,3 +240,35 @@ def test_flags_that_do_not_apply_are_refused_on_other_commands(short_tmp) -> Non
         result = run_cli(config, *args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert f"{flag} only applies with {needs}" in result.stderr
+
+
+def test_on_a_terminal_the_restart_asks_and_no_changes_nothing(demo) -> None:
+    import pty
+
+    agent = demo()
+    pid = agent.component("engine")["pid"]
+    _open_orders(agent)
+    master, slave = pty.openpty()  # stdin is a terminal: the command asks instead of refusing
+    try:
+        os.write(master, b"n\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "chimera_ops", "--config", str(agent.config_path)]
+            + ["restart", "engine"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=slave,
+            env={**os.environ, "COLUMNS": "200"},
+            cwd=str(REPO),
+        )
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "halts trading on engine, cancels" in result.stderr
+    assert (
+        "restart engine now? [y/N]" in result.stderr
+        and "cancelled; nothing was changed" in result.stderr
+    )
+    assert agent.component("engine")["pid"] == pid
+    assert not _halt_events(agent.events("engine"))
