@@ -92,6 +92,8 @@ def probe(cli_ctx: CliContext, name: str, as_json: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from chimera_ops.cli.render import plain
+
     table = Table(title=f"probes of {name}", header_style="bold")
     for column in ("role", "kind", "target", "result", "latency", "reason"):
         table.add_column(column, overflow="fold")
@@ -100,10 +102,10 @@ def probe(cli_ctx: CliContext, name: str, as_json: bool) -> None:
         table.add_row(
             r["role"],
             r["kind"],
-            r["target"],
+            plain(r["target"]),
             verdict,
             f"{r['latency_s'] * 1000:.0f}ms",
-            r["reason"],
+            plain(r["reason"]),  # may quote what the service answered: shown literally
         )
     stdout_console().print(table)
     sys.exit(code)

@@ -139,6 +139,9 @@ def _when(ts: float | None) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> Table:
     from rich.table import Table
+    from rich.text import Text
+
+    from chimera_ops.cli.render import plain
 
     table = Table(header_style="bold")
     for column in ("engine", "trading", "open orders", "since", "reason"):
@@ -146,17 +149,23 @@ def _table(rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         trading = r.get("trading")
         style = {"active": "green", "halted": "yellow"}.get(trading or "", "bold red")
+        # Texts: the engine supplies the state and the reason; neither is read as markup.
         table.add_row(
             r["component"],
-            f"[{style}]{trading or 'UNKNOWN'}[/]",
-            "-" if r.get("open_orders") is None else str(r["open_orders"]),
-            _when(r.get("since")),
-            r.get("reason") or "-",
+            plain(trading or "UNKNOWN", style=style),
+            Text("-" if r.get("open_orders") is None else str(r["open_orders"])),
+            Text(_when(r.get("since"))),
+            plain(r.get("reason") or "-"),
         )
     return table
 
 
 def _finish(cfg: ChimeraConfig, op: Op, doc: dict[str, Any], as_json: bool) -> None:
+    # Each row is the engine's answer to this command, read now: `at` says when, so a saved
+    # or piped answer is never mistaken for a current one later.
+    read_at = time.time()
+    for row in doc.get("engines") or []:
+        row.setdefault("at", read_at)
     if as_json:
         emit_json(doc)
         sys.exit(EXIT_OK if doc["ok"] else EXIT_PROBLEM)
@@ -169,6 +178,7 @@ def _finish(cfg: ChimeraConfig, op: Op, doc: dict[str, Any], as_json: bool) -> N
             " directly",
             highlight=False,
         )
+    out.print(f"read from the engines at {_when(read_at)}", highlight=False)
     out.print(_table(doc["engines"]))
     if op == "halt":
         from chimera_ops.trading import describe_drain
@@ -179,10 +189,14 @@ def _finish(cfg: ChimeraConfig, op: Op, doc: dict[str, Any], as_json: bool) -> N
                 out.print(f"{r['component']}: {describe_drain(r['drain'])}", highlight=False)
     if doc["ok"]:
         sys.exit(EXIT_OK)
+    from rich.text import Text
+
+    from chimera_ops.cli.render import plain
+
     err = stderr_console()
     for r in doc["engines"]:
         if r.get("error"):
-            err.print(f"[bold red]error:[/] {r['error']}", highlight=False)
+            err.print(Text("error: ", style="bold red") + plain(r["error"]))
             if op == "halt" and r.get("trading") != "halted":
                 err.print(
                     f"[bold red]{r['component']} may STILL BE TRADING[/]: stop the engine"

@@ -7,6 +7,7 @@ services are shown by what their probe says now, not the store's "stopped"."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from tests.harness import AgentProcess, child, wait_for
@@ -35,6 +36,10 @@ def test_status_after_emergency_stop_and_start_all_never_says_active(demo) -> No
     assert trading["current"] is True and trading["age_s"] >= 0 and trading["at"], trading
     for snap in _engine(agent.status())["health"].values():
         assert snap["current"] is True and snap["age_s"] is not None, snap
+    assert re.search(
+        r"engine: trading ACTIVE, \d+ open orders.*, read [\d.]+m?s ago", agent.cli("status").stdout
+    )
+    assert re.search(r"L ok \d+ms [\d.]+m?s ago", agent.cli("status").stdout)
 
     code, _ = run_json(agent, "emergency-stop", "--yes", "--reason", "drill")
     assert code == 0
@@ -58,7 +63,9 @@ def test_status_after_emergency_stop_and_start_all_never_says_active(demo) -> No
 
     code, _ = run_json(agent, "start", "--all")
     assert code == 0
-    assert run_json(agent, "trading-state")[1]["engines"][0]["trading"] == "halted"
+    (row,) = run_json(agent, "trading-state")[1]["engines"]
+    assert row["trading"] == "halted" and row["at"] > 0  # the answer says when it was read
+    assert "read from the engines at" in agent.cli("trading-state").stdout
     # Right after: the halt of start --all is what status shows (or nothing yet), never the
     # `active` read before the emergency stop.
     trading = _engine(agent.status())["trading"]
