@@ -108,6 +108,13 @@ class AgentClient:
             "POST", "/v1/procedures", {"kind": kind, "params": params, "user": user}
         )
 
+    def abort_procedure(
+        self, job: str, user: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        """Ask the agent to end `job` at its next step boundary (AgentError 409: not running)."""
+        body = {k: v for k, v in (("user", user), ("reason", reason)) if v}
+        return self.request("POST", f"/v1/procedures/{job}/abort", body)
+
     def procedure(self, job: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/procedures/{job}")
 

@@ -2,7 +2,8 @@
 
 ```yaml
 procedures:
-  settle: 10s            # every component ready and live this long before trading resumes
+  settle: 10s            # at most this long for the settle evidence before trading resumes
+  settle_passes: 3       # evidence: each component's probes pass this many rounds in a row
   ready_timeout: 2m      # how long one component may take to become ready after its start
   lock:                  # one procedure at a time (restore and maintenance fixes respect it)
     redis_url_env: CHIMERA_REDIS_URL   # or redis_url; neither (and no backup.redis): a file lock
@@ -12,7 +13,7 @@ procedures:
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from chimera_ops.fields import Duration, StrictModel
 
@@ -35,6 +36,7 @@ class LockConfig(StrictModel):
 class ProceduresConfig(StrictModel):
     """Timing of the procedures and their lock."""
 
-    settle: Duration = 10.0
+    settle: Duration = 10.0  # the most the settle step waits for its evidence
+    settle_passes: int = Field(default=3, ge=1, le=100)  # probe rounds in a row, fast interval
     ready_timeout: Duration = 120.0
     lock: LockConfig = LockConfig()

@@ -516,9 +516,25 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
-    def audit_entries(self, limit: int = 200) -> list[dict[str, Any]]:
-        """Most recent audit entries, oldest first."""
-        rows = self._db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    def audit_entries(
+        self,
+        limit: int = 200,
+        since: float | None = None,
+        command: str | None = None,
+        user: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Most recent audit entries, oldest first; `command` matches a command's start
+        (`restart` finds `restart`, `procedure safe-restart` needs `procedure`)."""
+        sql, args = "SELECT * FROM audit WHERE 1=1", []
+        for clause, value in (
+            (" AND ts >= ?", since),
+            (" AND (command = ? OR command LIKE ? || ' %')", command),
+            (" AND user = ?", user),
+        ):
+            if value is not None:
+                sql += clause
+                args += [value] * clause.count("?")
+        rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [dict(r) | {"args": json.loads(r["args"] or "{}")} for r in reversed(rows)]
 
 

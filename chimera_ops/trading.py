@@ -13,8 +13,13 @@ at the end and the seconds from the halt request to then (`drain` in the engine'
 count at the halt is the engine's answer to it: orders still open plus those it reports in the
 optional `cancelled` field (cancelled at once, so no longer open; the paper engine gives it).
 
-The pure parts (`parse_state`, `parse_state_text`, `summarize`, `drain_figures`) do no I/O and
-are unit-testable.
+Every halt and resume, by whoever asked (the CLI through the agent or directly, a procedure),
+is recorded as events (`record_trading`): per engine a `trading` event (to_state halted or
+active, who, why, how it was reached), an `orders_cancelled` event when the halt cancelled
+orders, a `drained` event when a halt waited for its drain.
+
+The pure parts (`parse_state`, `parse_state_text`, `summarize`, `drain_figures`,
+`trading_events`) do no I/O and are unit-testable.
 """
 
 from __future__ import annotations
@@ -164,6 +169,83 @@ def describe_drain(drain: Mapping[str, Any]) -> str:
     count = int(drain["from"])
     text = f"{count} open order{'' if count == 1 else 's'} -> {drain['to']}"
     return f"{text} in {took}" if drain["drained"] else f"{text} after {took} (drain timeout)"
+
+
+def trading_events(
+    op: str, rows: Iterable[dict[str, Any]], who: str, reason: str, via: str
+) -> list[dict[str, Any]]:
+    """The events of one halt or resume: keyword arguments for `Store.add_event`, per engine."""
+    verb = {"halt": "halted", "resume": "resumed"}.get(op)
+    if verb is None:
+        return []
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        name = str(row.get("component"))
+        drain = row.get("drain")
+        cancelled = row.get("cancelled")
+        if cancelled is None and isinstance(drain, dict):
+            cancelled = drain.get("cancelled")  # a waited halt's row is the drained state
+        if op != "halt" or not isinstance(cancelled, int) or isinstance(cancelled, bool):
+            cancelled = None  # only a halt cancels orders
+        data = {
+            "action": op,
+            "user": who,
+            "reason": reason,
+            "via": via,
+            "ok": bool(row.get("ok")),
+            "error": row.get("error"),
+            "trading": row.get("trading"),
+            "open_orders": row.get("open_orders"),
+            "cancelled": cancelled,
+        }
+        if row.get("trading") is not None and (row.get("ok") or op == "halt"):
+            text = f"trading {verb} by {who} via {via}: {reason}"
+        else:
+            text = f"{op} FAILED (asked by {who} via {via}: {reason}): {row.get('error')}"
+        if cancelled:
+            text += f"; {cancelled} open order{'' if cancelled == 1 else 's'} cancelled"
+        out.append(
+            {
+                "kind": "trading",
+                "reason": text,
+                "component": name,
+                "to_state": row.get("trading"),
+                "data": data,
+            }
+        )
+        if cancelled:
+            out.append(
+                {
+                    "kind": "orders_cancelled",
+                    "reason": f"{cancelled} open order{'' if cancelled == 1 else 's'} cancelled "
+                    f"by the halt of {who}: {reason}",
+                    "component": name,
+                    "data": {"count": cancelled, "user": who, "reason": reason, "via": via},
+                }
+            )
+        if op == "halt" and isinstance(drain, dict):
+            out.append(
+                {
+                    "kind": "drained" if drain.get("drained") else "drain_timeout",
+                    "reason": describe_drain(drain),
+                    "component": name,
+                    "data": {**drain, "user": who, "reason": reason, "via": via},
+                }
+            )
+    return out
+
+
+def record_trading(
+    add_event: Callable[..., Any],
+    op: str,
+    rows: Iterable[dict[str, Any]],
+    who: str,
+    reason: str,
+    via: str,
+) -> None:
+    """Record `trading_events` with `add_event` (a Store's)."""
+    for event in trading_events(op, rows, who, reason, via):
+        add_event(**event)
 
 
 # --------------------------------------------------------------------------- transports

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chimera_ops.agent.action_lock import locked
 from chimera_ops.agent.api_guard import (
     ApiError,
     BodyCap,
@@ -77,6 +78,11 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 SETTLED = {State.RUNNING, State.FATAL, State.BACKOFF, State.EXITED, State.UNHEALTHY}
+
+
+def _action_name(request: Request) -> str:
+    """What a component action is, as the procedure lock names its holder."""
+    return f"{request.path_params['verb']} {request.path_params['name']}"
 
 
 def _wait_timeout(request: Request) -> float:
@@ -268,7 +274,12 @@ def build_app(agent: AgentView, tcp: bool = False) -> Starlette:
         Route(f"{API_PREFIX}/status", status),
         Route(f"{API_PREFIX}/health", health),
         Route(f"{API_PREFIX}/events", events),
-        Route(f"{API_PREFIX}/components/{{name}}/{{verb}}", action, methods=["POST"]),
+        Route(
+            f"{API_PREFIX}/components/{{name}}/{{verb}}",
+            # The procedure lock for as long as it runs: never in the middle of a procedure.
+            locked(agent, action, _action_name, authorised),
+            methods=["POST"],
+        ),
         Route("/metrics", metrics),
         *trading_routes(agent, authorised),
         *procedure_routes(agent, tcp=tcp, reads=reads, authorised=authorised),

@@ -4,14 +4,22 @@ The CLI starts a job over the control API and follows its journal; the job runs 
 killed at any step changes nothing. An agent killed mid-job leaves the job `running` in the
 journal: the next agent marks it `interrupted at step N`, releases its lock, raises an alert and
 never resumes trading by itself (an engine's halted state is its own, and survives its restart).
+
+The same stack-wide lock guards the plain actions: `hold` takes it for the length of a
+`start`/`stop`/`restart` of one component or a `resume-trading` through the agent, so one of
+them during a procedure (or a restore, a maintenance fix) is refused naming the holder and how
+to end it. `abort` ends the running job at its next step boundary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import socket
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from chimera_ops.ops.procedures.journal import Journal, config_secrets
@@ -34,6 +42,23 @@ class JobBusy(Exception):
         super().__init__(f"procedure {job} is running; follow it: chimera-ops procedure show {job}")
 
 
+def lock_refusal(exc: Exception) -> Any:
+    """The API's answer to a refused lock: 423 naming the holder and how to end it, or 503
+    when the lock cannot be read (fail closed). Both carry a `hint`."""
+    from chimera_ops.agent.api_guard import ApiError
+    from chimera_ops.ops.proclock import LockHeld
+
+    if isinstance(exc, LockHeld):
+        holder = exc.holder
+        return ApiError(
+            str(exc),
+            status=423,
+            holder=None if holder is None else {**holder.__dict__},
+            hint=exc.hint,
+        )
+    return ApiError(str(exc), status=503, hint=getattr(exc, "hint", None))
+
+
 class JobRunner:
     """Starts, runs and recovers the agent's procedures (one at a time)."""
 
@@ -47,7 +72,10 @@ class JobRunner:
         self.holder: LockHolder | None = None
         self.current_kind: str | None = None
         self.current_step: str | None = None
+        self.current_started: float = 0.0
+        self.current_user: str | None = None
         self.interrupted: list[dict[str, Any]] = []
+        self.abort_requested: tuple[str, str] | None = None  # (by whom, why) for the current job
 
     # ----------------------------------------------------------------- recovery
     def recover(self) -> None:
@@ -127,6 +155,8 @@ class JobRunner:
             raise KeyError(unknown[0])
         job = self.journal.create(kind, params, user, os.getpid())
         self.current, self.current_kind, self.current_step = job, kind, None
+        self.current_started, self.current_user = time.time(), user
+        self.abort_requested = None
         self._task = asyncio.create_task(self._run(job, kind, params, user))
         return job
 
@@ -141,8 +171,8 @@ class JobRunner:
                 f"procedure {kind}", {"job": job, "step": step}, None, result, seconds, user=user
             )
 
-        steps = Steps(self.journal, job, audit, on_step=self._on_step)
-        stack = AgentStack(self.agent, self, job)
+        steps = Steps(self.journal, job, audit, on_step=self._on_step, stop=self._abort_asked)
+        stack = AgentStack(self.agent, self, job, user)
         started = time.monotonic()
         refresher = asyncio.create_task(self._keep_lock())
         store.add_event("procedure", f"{kind} {job} started", data={"job": job, "params": params})
@@ -179,6 +209,59 @@ class JobRunner:
     def _on_step(self, n: int, name: str) -> None:
         self.current_step = f"{n}. {name}"
 
+    def _abort_asked(self) -> str | None:
+        if self.abort_requested is None:
+            return None
+        who, why = self.abort_requested
+        return f"aborted by {who}" + (f" ({why})" if why else "")
+
+    def abort(self, job: str, user: str | None, reason: str | None) -> dict[str, Any]:
+        """Ask the running `job` to end at its next step boundary (KeyError: not running)."""
+        if self.current != job:
+            raise KeyError(job)
+        who = user or "an operator"
+        self.abort_requested = (who, (reason or "").strip())
+        assert self.agent.store is not None
+        self.agent.store.add_event(
+            "procedure",
+            f"{self.current_kind} {job}: abort asked by {who} at {self.current_step or 'its start'}"
+            + (f": {reason}" if reason else ""),
+            data={"job": job, "user": who, "reason": reason},
+        )
+        self.agent.store.audit(
+            "procedure abort", {"job": job, "step": self.current_step}, reason, "asked", user=user
+        )
+        return {"id": job, "abort": "requested", "step": self.current_step}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, what: str, user: str | None) -> AsyncIterator[None]:
+        """Hold the procedure lock while a plain action runs (see the module docstring);
+        LockHeld (naming the holder) or LockUnreadable when it cannot be taken."""
+        from chimera_ops.ops.proclock import LockHeld, LockHolder, lock_for
+
+        if self.current is not None:
+            # Our own job: its holder, or (before its preflight took the lock) the job itself.
+            holder = self.holder or LockHolder(
+                self.current_kind or "procedure",
+                0,
+                socket.gethostname(),
+                os.getpid(),
+                self.current_user or "unknown",
+                self.current_started,
+                self.current,
+            )
+            where = self.lock.where if self.lock is not None else "the agent's running procedure"
+            raise LockHeld(holder, where)
+        lock = lock_for(self.agent.config)
+        holder = await self._acquire(lock, what, None)
+        try:
+            yield
+        finally:
+            try:
+                await asyncio.to_thread(lock.release, holder)
+            except Exception as exc:  # noqa: BLE001 - a Redis lock still expires by its TTL
+                log.warning("procedure lock release failed: %s", exc)
+
     async def _keep_lock(self) -> None:
         while True:
             await asyncio.sleep(30)
@@ -196,10 +279,22 @@ class JobRunner:
         from chimera_ops.ops.proclock import lock_for
 
         lock = lock_for(self.agent.config)
-        holder = await asyncio.to_thread(lock.acquire, procedure, job)
+        holder = await self._acquire(lock, procedure, job)
         self.lock, self.holder = lock, holder
         self.journal.set_lock(job, holder.to_json())
         return holder
+
+    async def _acquire(self, lock: ProcedureLock, procedure: str, job: str | None) -> LockHolder:
+        """`lock.acquire` off the loop; a dead holder it released is recorded as an event here
+        (the store's connection belongs to the loop's thread), taken or refused."""
+        from chimera_ops.ops.proclock import record_cleared
+
+        try:
+            return await asyncio.to_thread(lock.acquire, procedure, job)
+        finally:
+            assert self.agent.store is not None
+            for line in record_cleared(lock, self.agent.store.add_event):
+                log.warning("%s", line)
 
     async def _release(self) -> None:
         lock, holder = self.lock, self.holder
@@ -237,6 +332,7 @@ async def _dispatch(
                 dry_run=bool(params.get("dry_run")),
                 timeout=float(params.get("timeout") or 600.0),
                 settle=float(params.get("settle") or settings.settle),
+                settle_passes=settings.settle_passes,
                 ready_timeout=settings.ready_timeout,
                 reason=reason,
             ),

@@ -127,7 +127,30 @@ def procedure_routes(
 
         return await reads.json(query)
 
+    async def abort(request: Request) -> Response:
+        """`POST /v1/procedures/{id}/abort` {user, reason}: end the running job at its next
+        step boundary (unix socket only, as starting one is). 409 when it is not running."""
+        if tcp:
+            return JSONResponse(
+                {"error": "procedures are aborted only over the agent's unix socket"},
+                status_code=403,
+            )
+        assert agent.jobs is not None
+        body = await json_object(request, {"user": str, "reason": str})
+        ref, running = request.path_params["job"], agent.jobs.current
+        job = running if running is not None and running.startswith(ref) else ref
+        try:
+            answer = agent.jobs.abort(job, body.get("user"), body.get("reason"))
+        except KeyError:
+            what = f"procedure {running} is" if running else "no procedure is"
+            return JSONResponse(
+                {"error": f"{ref!r} is not running ({what} running): nothing to abort"},
+                status_code=409,
+            )
+        return JSONResponse(answer, status_code=202)
+
     return [
+        Route(f"{API_PREFIX}/procedures/{{job}}/abort", abort, methods=["POST"]),
         Route(f"{API_PREFIX}/procedures", start, methods=["POST"]),
         Route(f"{API_PREFIX}/procedures", listing, methods=["GET"]),
         Route(f"{API_PREFIX}/procedures/{{job}}", show, methods=["GET"]),

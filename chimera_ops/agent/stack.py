@@ -18,15 +18,17 @@ if TYPE_CHECKING:
     from chimera_ops.trading_spec import TradingConfig
 
 READY_POLL = 0.05
+FAST_INTERVAL = 0.1  # a probe without a start_interval is still settled at Docker's default
 
 
 class AgentStack:
     """Components, engines, backups and alerts, as one running agent has them."""
 
-    def __init__(self, agent: Agent, runner: JobRunner, job: str) -> None:
+    def __init__(self, agent: Agent, runner: JobRunner, job: str, user: str | None = None) -> None:
         self.agent = agent
         self.runner = runner
         self.job = job
+        self.user = user  # who started the job: the trading events name them
         self.order = list(agent.order)
 
     # ----------------------------------------------------------------- facts
@@ -79,12 +81,12 @@ class AgentStack:
         )
 
     async def acquire_lock(self, procedure: str, job: str) -> str:
-        from chimera_ops.ops.proclock import LockHeld
+        from chimera_ops.ops.proclock import LockHeld, LockUnreadable
 
         try:
             return (await self.runner.take_lock(procedure, job)).describe()
-        except LockHeld as exc:
-            raise StepFailed(str(exc)) from None
+        except (LockHeld, LockUnreadable) as exc:
+            raise StepFailed(f"{exc}; {exc.hint}") from None
 
     # ----------------------------------------------------------------- trading
     def _engines(self) -> dict[str, TradingConfig]:
@@ -101,6 +103,8 @@ class AgentStack:
         targets = self._engines()
         if not targets:
             return []
+        from chimera_ops.trading import record_trading
+
         asked = time.time()
         rows = await run_on_engines(targets, op, reason, wait)  # type: ignore[arg-type]
         if self.agent.watcher is not None:  # status shows the halt at once, not the last poll
@@ -111,7 +115,10 @@ class AgentStack:
             {"components": list(targets), "via": "procedure", "job": self.job},
             reason=reason,
             result="ok" if all(r["ok"] for r in rows) else "FAILED",
+            user=self.user,
         )
+        who = f"{self.user or 'unknown'} (procedure {self.job})"
+        record_trading(self.agent.store.add_event, op, rows, who, reason, via="procedure")
         return rows
 
     async def halt(self, reason: str) -> list[dict[str, Any]]:
@@ -146,6 +153,32 @@ class AgentStack:
             await asyncio.sleep(READY_POLL)
         state, why = self.component_state(name)
         return False, f"not ready within {timeout:g}s ({state}: {why})"
+
+    def has_probes(self, name: str) -> bool:
+        return any(role in self.agent.units[name].probes for role in ("liveness", "readiness"))
+
+    def probe_interval(self, name: str) -> float:
+        """The fastest start interval of the component's liveness and readiness probes."""
+        found = [
+            tracker.start_interval or FAST_INTERVAL
+            for role, (tracker, _) in self.agent.units[name].probes.items()
+            if role in ("liveness", "readiness")
+        ]
+        return min(found, default=FAST_INTERVAL)
+
+    async def probe_once(self, name: str) -> tuple[bool, str]:
+        """One round of the component's liveness and readiness probes, run now (not on their
+        schedule), concurrently; ok when every one passed, else the first failure's reason."""
+        probes = [
+            (role, probe)
+            for role, (_, probe) in self.agent.units[name].probes.items()
+            if role in ("liveness", "readiness")
+        ]
+        results = await asyncio.gather(*(probe.run() for _, probe in probes))
+        for (role, _), result in zip(probes, results, strict=True):
+            if not result.ok:
+                return False, f"{role}: {result.reason}"
+        return True, ""
 
     async def capture(self, name: str, reason: str) -> str | None:
         unit = self.agent.units[name]

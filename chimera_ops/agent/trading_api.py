@@ -4,6 +4,10 @@
 `POST /v1/trading/resume` `{"reason", "component", "user"}`. Halt and resume are written to the
 audit log with who asked (the CLI sends its user), why, the per-engine result and the duration.
 Reads are not audited: a dashboard polling the state would bury the actions that matter.
+Each halt and resume is also recorded as events (`trading`, `orders_cancelled`, `drained`:
+`chimera_ops.trading.record_trading`) with who and why, so `events` shows trading changes.
+A resume takes the procedure lock (`agent/action_lock.py`): never in the middle of a procedure;
+a halt never waits for it.
 """
 
 from __future__ import annotations
@@ -93,6 +97,10 @@ def trading_routes(
         if agent.watcher is not None:  # status shows the halt at once, not the last poll
             agent.watcher.note_trading(rows, asked)
         duration = time.monotonic() - started
+        assert agent.store is not None
+        from chimera_ops.trading import record_trading
+
+        record_trading(agent.store.add_event, op, rows, user or "unknown", reason, via="agent")
         ok = all(r["ok"] for r in rows)
         assert agent.store is not None
         agent.store.audit(
@@ -122,8 +130,12 @@ def trading_routes(
     async def resume(request: Request) -> Response:
         return await act(request, "resume")
 
+    from chimera_ops.agent.action_lock import locked
+
+    locked_resume = locked(agent, resume, lambda request: "resume-trading", allowed)
+
     return [
         Route(f"{API_PREFIX}/trading", state, methods=["GET"]),
         Route(f"{API_PREFIX}/trading/halt", halt, methods=["POST"]),
-        Route(f"{API_PREFIX}/trading/resume", resume, methods=["POST"]),
+        Route(f"{API_PREFIX}/trading/resume", locked_resume, methods=["POST"]),
     ]

@@ -355,14 +355,16 @@ def restore(
         click.echo("\n".join(f"  {i}. {s}" for i, s in enumerate(steps, 1)), err=True)
         if not click.confirm(f"Restore set {target.id} over the live data?", err=True):
             fail("restore cancelled; nothing was changed", EXIT_PROBLEM, None, as_json)
-    from chimera_ops.ops.proclock import LockHeld, lock_for
+    from chimera_ops.ops.proclock import LockHeld, LockUnreadable, lock_for, record_cleared
 
     lock = lock_for(cfg)  # one procedure at a time: never a restore under a safe restart
     try:
         holder = lock.acquire("restore", target.id)
-    except LockHeld as exc:
-        fail(f"restore refused: {exc}", EXIT_PROBLEM, "wait for it to finish, then retry", as_json)
+    except (LockHeld, LockUnreadable) as exc:  # unreadable: fail closed, never "nobody holds it"
+        fail(f"restore refused: {exc}", EXIT_PROBLEM, exc.hint, as_json)
     store = _store(cli_ctx)
+    for line in record_cleared(lock, store.add_event):  # a dead holder's lock, released
+        click.echo(line, err=True)
 
     def audit(step: str, result: str, seconds: float) -> None:
         store.audit("restore", {"set": target.id, "step": step}, None, result, seconds)

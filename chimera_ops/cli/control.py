@@ -72,6 +72,8 @@ def _act(
     except AgentError as exc:
         if exc.status == 404 and "known" in exc.body:
             unknown_component(name, exc.body["known"], as_json)
+        if exc.status in (423, 503):  # the procedure lock is held, or cannot be read
+            fail(f"{verb} {name} refused: {exc}", EXIT_PROBLEM, exc.body.get("hint"), as_json)
         fail(str(exc), EXIT_USAGE if exc.status == 409 else EXIT_PROBLEM, as_json=as_json)
     if as_json:
         emit_json(result)

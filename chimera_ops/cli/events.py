@@ -1,11 +1,17 @@
-"""`chimera-ops events [--component NAME] [--since 1h]`."""
+"""`chimera-ops events [--component NAME] [--since 1h] [-f]`.
+
+Trading changes are events too (halt, resume, orders cancelled, drained: kinds `trading`,
+`orders_cancelled`, `drained`, with who and why in `data`), so `events -f` is the place to watch
+a stack. `-f` prints the newest events, then each new one as it is recorded (one line each, or
+one JSON object a line with `--json`) until Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,8 +29,11 @@ from chimera_ops.cli.common import (
 from chimera_ops.cli.complete import complete_component
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from chimera_ops.store import Event, Store
 
+FOLLOW_POLL = 0.5  # seconds between reads of new events with -f: a read-only query by id
 PAGE = 1000  # events per query, as many as `GET /v1/events` answers at once
 MAX_EVENTS = 100_000  # for more, narrow with --since or page `GET /v1/events` by its cursor
 
@@ -65,6 +74,22 @@ def newest_events(
     return [event for page in reversed(pages) for event in page]
 
 
+def open_store(state_dir: Path, as_json: bool) -> Store:
+    """The state dir's store, read-only (the CLI never writes what it only shows); exit 2 when
+    the agent has never run there."""
+    from chimera_ops.store import Store
+
+    db = state_dir / "chimera.db"
+    if not db.exists():
+        fail(
+            f"no store at {db} (the agent has never run here)",
+            EXIT_USAGE,
+            "start the agent with `chimera-ops agent`",
+            as_json,
+        )
+    return Store(db, readonly=True)
+
+
 @click.command()
 @click.option("--component", "-c", help="Only this component.", shell_complete=complete_component)
 @click.option("--since", help="Only events newer than this ('1h', '30m', or an ISO time).")
@@ -75,29 +100,30 @@ def newest_events(
     type=click.IntRange(1, MAX_EVENTS),
     help="At most this many (newest), read a page at a time.",
 )
+@click.option(
+    "--follow", "-f", is_flag=True, help="Then print new events as they come, until Ctrl-C."
+)
 @json_option
 @pass_cli
 def events(
-    cli_ctx: CliContext, component: str | None, since: str | None, limit: int, as_json: bool
+    cli_ctx: CliContext,
+    component: str | None,
+    since: str | None,
+    limit: int,
+    follow: bool,
+    as_json: bool,
 ) -> None:
-    """Show recorded events (state changes with their reasons), oldest first."""
+    """Show recorded events (state changes, trading halts and resumes, with their reasons and
+    who asked), oldest first."""
     cfg = cli_ctx.config()
     if component and component not in cfg.components:
         unknown_component(component, list(cfg.components), as_json)
     since_ts = parse_since(since, time.time())
-    from chimera_ops.store import Store
-
-    db = cfg.agent.state_dir / "chimera.db"
-    if not db.exists():
-        fail(
-            f"no event store at {db} (the agent has never run here)",
-            EXIT_USAGE,
-            "start the agent with `chimera-ops agent`",
-            as_json,
-        )
-    store = Store(db, readonly=True)
+    store = open_store(cfg.agent.state_dir, as_json)
     try:
         found = [e.to_dict() for e in newest_events(store, limit, component, since_ts)]
+        if follow:
+            _follow(store, found, component, as_json)
     finally:
         store.close()
     if as_json:
@@ -107,3 +133,53 @@ def events(
 
     stdout_console().print(events_table(found))
     sys.exit(EXIT_OK)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9,)} | {127: "\\x7f"}
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """One event on one line (for -f); control characters a child wrote are shown escaped."""
+    when = datetime.fromtimestamp(event["ts"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+    change = ""
+    if event.get("from_state") or event.get("to_state"):
+        change = f" {event.get('from_state') or '?'} -> {event.get('to_state') or '?'}"
+    text = f"{when}  {event.get('component') or 'agent'}  {event['kind']}{change}  "
+    return clean(text + (event.get("reason") or ""))
+
+
+def clean(text: str) -> str:
+    """`text` with its control characters shown escaped (no terminal escape gets through)."""
+    return text.translate(_CONTROL)
+
+
+def _follow(
+    store: Store, shown: list[dict[str, Any]], component: str | None, as_json: bool
+) -> None:
+    """Print `shown`, then every newer event as it is recorded, until Ctrl-C (exit 0)."""
+    import json
+
+    def say(event: dict[str, Any]) -> None:
+        if as_json:
+            click.echo(json.dumps(event, default=str))
+        else:
+            click.echo(event_line(event))
+
+    last = shown[-1]["id"] if shown else _newest_id(store)
+    try:
+        for event in shown:
+            say(event)
+        while True:
+            page, _ = store.events_page(PAGE, component, None, after=last)
+            for found in page:
+                say(found.to_dict())
+                last = found.id
+            if not page:
+                time.sleep(FOLLOW_POLL)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_OK)
+
+
+def _newest_id(store: Store) -> int:
+    page, _ = store.events_page(1)
+    return page[-1].id if page else 0

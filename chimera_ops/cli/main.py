@@ -20,6 +20,7 @@ COMMANDS = {
     "stop": "control:stop",
     "restart": "control:restart",
     "events": "events:events",
+    "audit": "audit_cmd:audit",
     "config": "config_cmd:config",
     "probe": "probe:probe",
     "doctor": "doctor_cmd:doctor",

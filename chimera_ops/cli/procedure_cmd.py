@@ -112,10 +112,34 @@ def _render_result(doc: dict[str, Any]) -> None:
     )
     for line in result.get("plan") or []:
         out.print(f"  {line}", highlight=False)
+    for line in summary_lines(result.get("summary_figures")):
+        out.print(f"  {line}", highlight=False)
     for name, lines in (result.get("log_tails") or {}).items():
         out.print(f"[bold]--- last {len(lines)} log lines of {name}[/]", highlight=False)
         for line in lines:
             out.print(line, markup=False, highlight=False)
+
+
+def summary_lines(figures: dict[str, Any] | None) -> list[str]:
+    """A safe restart's summary: seconds halted, orders the halt cancelled, each step's time."""
+    if not figures:
+        return []
+    halted = figures.get("halted_s")
+    cancelled = figures.get("orders_cancelled")
+    lines = [
+        "trading halted for "
+        + (f"{halted:.1f} s" if halted is not None else "0 s (nothing was halted)")
+        + "; "
+        + (
+            f"{cancelled} open order{'' if cancelled == 1 else 's'} cancelled by the halt"
+            if cancelled is not None
+            else "the engines did not say how many orders the halt cancelled"
+        )
+    ]
+    times = ", ".join(f"{s['name']} {s['seconds']:.1f} s" for s in figures.get("steps") or [])
+    if times:
+        lines.append(f"steps: {times}")
+    return lines
 
 
 def confirm_or_exit(question: str, yes: bool, as_json: bool) -> None:

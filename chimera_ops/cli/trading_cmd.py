@@ -91,7 +91,8 @@ def _via_agent(
         if exc.status == 404 and "error" not in exc.body:
             return None  # an older agent without /v1/trading: the engines are still reachable
         code = EXIT_USAGE if exc.status in (400, 409) else EXIT_PROBLEM
-        fail(f"the agent refused {op}: {exc}", code, as_json=as_json)
+        # 423/503: the procedure lock is held (named) or cannot be read; the hint says what to do.
+        fail(f"the agent refused {op}: {exc}", code, exc.body.get("hint"), as_json=as_json)
     except (TimeoutError, OSError) as exc:
         # The agent exists but did not answer in time: do not also go direct (double halt is
         # harmless, but a silent second path would hide a sick agent from the operator).
@@ -104,18 +105,28 @@ def _via_agent(
 
 
 def _direct(
-    cfg: ChimeraConfig, targets: dict[str, TradingConfig], op: Op, reason: str, wait: bool
+    cfg: ChimeraConfig,
+    targets: dict[str, TradingConfig],
+    op: Op,
+    reason: str,
+    wait: bool,
+    as_json: bool = False,
 ) -> dict[str, Any]:
     """Talk to the engines ourselves; halt/resume audited into the state dir's store."""
     from chimera_ops.store import Store
     from chimera_ops.trading import run_on_engines, summarize
 
+    if op == "resume":
+        _respect_lock(cfg, as_json)
     started = time.monotonic()
     rows = asyncio.run(run_on_engines(targets, op, reason, wait))
     ok = all(r["ok"] for r in rows)
     if op != "state":
+        from chimera_ops.trading import record_trading
+
         store = Store.open_in(cfg.agent.state_dir)
         try:
+            record_trading(store.add_event, op, rows, _user(), reason, via="direct")
             store.audit(
                 f"{op}-trading",
                 {"components": list(targets), "wait": wait, "via": "direct"},
@@ -129,6 +140,27 @@ def _direct(
     if op != "state":
         doc.update(action=op, reason=reason, wait=wait)
     return doc
+
+
+def _respect_lock(cfg: ChimeraConfig, as_json: bool) -> None:
+    """A direct resume respects the procedure lock as the agent's does: refused while a
+    procedure (a restore, a maintenance fix) holds it or when it cannot be read."""
+    from chimera_ops.ops.proclock import LockHeld, LockUnreadable, lock_for, record_cleared
+    from chimera_ops.store import Store
+
+    lock = lock_for(cfg)
+    try:
+        lock.check_free()
+    except (LockHeld, LockUnreadable) as exc:
+        fail(f"resume refused: {exc}", EXIT_PROBLEM, exc.hint, as_json)
+    finally:
+        if lock.cleared:
+            store = Store.open_in(cfg.agent.state_dir)
+            try:
+                for line in record_cleared(lock, store.add_event):
+                    click.echo(line, err=True)
+            finally:
+                store.close()
 
 
 def _when(ts: float | None) -> str:
@@ -230,7 +262,7 @@ def _run(
     longest = max(t.drain_timeout + 2 * t.control.timeout for t in targets.values())
     doc = _via_agent(cfg, op, body, longest + 10.0, as_json)
     if doc is None:
-        doc = _direct(cfg, targets, op, reason, wait)
+        doc = _direct(cfg, targets, op, reason, wait, as_json)
     _finish(cfg, op, doc, as_json)
 
 

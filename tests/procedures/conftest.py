@@ -80,11 +80,18 @@ def demo(
     redis_service: str,
     short_tmp: Path,
 ) -> Callable[..., AgentProcess]:
-    """A started agent over the demo stack (keyword overrides replace config sections)."""
+    """A started agent over the demo stack (keyword overrides replace config sections;
+    `drain_timeout` is the engine's, `lock` the procedures' lock section)."""
 
-    def make(**overrides: Any) -> AgentProcess:
+    def make(
+        drain_timeout: str | None = None, lock: dict[str, Any] | None = None, **overrides: Any
+    ) -> AgentProcess:
         port = free_port()
         config = stack_config(short_tmp, engine_dsn, redis_service, port, **overrides)
+        if drain_timeout is not None:
+            config["components"]["engine"]["trading"]["drain_timeout"] = drain_timeout
+        if lock is not None:
+            config["procedures"]["lock"] = lock
         agent = agent_factory(config)
         agent.engine_port = port  # type: ignore[attr-defined]
         agent.start()

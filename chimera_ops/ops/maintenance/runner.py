@@ -98,15 +98,27 @@ def schedule_lock(config: ChimeraConfig, schedule: str) -> Iterator[None]:
         os.close(fd)
 
 
-def procedure_lock_holder(config: ChimeraConfig) -> str | None:
-    """Who holds the procedure lock (None when free or it cannot be read)."""
-    from chimera_ops.ops.proclock import lock_for
+def procedure_lock_refusal(config: ChimeraConfig, store: Store | None = None) -> str | None:
+    """Why --fix must not run now: the procedure lock is held (named), or it cannot be read
+    (fail closed: "cannot read" is never "nobody holds it"); None when it is free. A dead
+    holder on this host is released (an event in `store`, when given)."""
+    from chimera_ops.ops.proclock import LockHeld, LockUnreadable, lock_for, record_cleared
 
     try:
-        holder = lock_for(config).current()
-    except Exception:  # noqa: BLE001 - an unreachable Redis lock: nobody is known to hold it
-        return None
-    return holder.describe() if holder is not None else None
+        lock = lock_for(config)
+        try:
+            lock.check_free()
+        finally:
+            if store is not None:
+                record_cleared(lock, store.add_event)
+    except LockHeld as exc:
+        who = exc.holder.describe() if exc.holder else "an unknown holder"
+        return f"the procedure lock is held by {who}"
+    except LockUnreadable as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a lock that cannot even be set up: fail closed
+        return f"the procedure lock cannot be read ({exc}); refusing to fix"
+    return None
 
 
 def run_schedule(
@@ -127,10 +139,10 @@ def run_schedule(
     partial = only is not None
     with schedule_lock(config, schedule):
         report = Report(schedule, time.time())
-        if fix and not dry_run and (holder := procedure_lock_holder(config)):
-            report.notes.append(f"--fix skipped: the procedure lock is held by {holder}")
-            fix = False
         store = Store.open_in(config.agent.state_dir)
+        if fix and not dry_run and (why := procedure_lock_refusal(config, store)):
+            report.notes.append(f"--fix skipped: {why}")
+            fix = False
         try:
             ctx = Context(config, store, fix=fix, dry_run=dry_run, now=report.started_at)
             for cls in CHECKS[schedule]:

@@ -2,7 +2,14 @@
 
 Trading is resumed only on a healthy stack. Before anything was stopped, a failure puts things
 back (resume, nothing restarted: `aborted`); after, the stack is left halted with the component
-that did not come back, its last reason and the runbook to follow (`failed`).
+that did not come back, its last reason and the runbook to follow (`failed`). A `procedure
+abort` ends it at the next step boundary the same way: resumed if nothing was stopped yet,
+left halted otherwise.
+
+Settle waits on evidence, not a clock: every component's liveness and readiness probes pass
+`settle_passes` rounds in a row, run at the probes' fast start interval, within `settle` at
+most. The outcome carries the summary: seconds halted, open orders the halt cancelled, each
+step's seconds.
 """
 
 from __future__ import annotations
@@ -11,11 +18,17 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from chimera_ops.ops.procedures.plan import first_unhealthy, restart_plan, runbook_for
-from chimera_ops.ops.procedures.steps import Outcome, Stack, StepFailed, Steps
+from chimera_ops.ops.procedures.plan import (
+    SettleEvidence,
+    cancelled_by,
+    first_unhealthy,
+    halt_summary,
+    restart_plan,
+    runbook_for,
+)
+from chimera_ops.ops.procedures.steps import Aborted, Outcome, Stack, StepFailed, Steps
 
 PROCEDURE = "safe-restart"
-SETTLE_POLL = 0.25
 
 
 @dataclass(frozen=True)
@@ -26,7 +39,8 @@ class SafeRestartParams:
     no_backup: bool = False
     dry_run: bool = False
     timeout: float = 600.0
-    settle: float = 10.0
+    settle: float = 10.0  # the most the settle step waits for its evidence
+    settle_passes: int = 3
     ready_timeout: float = 120.0
     reason: str = "restart --safe"
 
@@ -41,8 +55,33 @@ def _rows_text(rows: list[dict[str, object]]) -> str:
     return "; ".join(parts) or "no engine"
 
 
+class _Window:
+    """When trading was halted (monotonic) and what the halt cancelled, for the summary."""
+
+    def __init__(self) -> None:
+        self.halted_at: float | None = None
+        self.resumed_at: float | None = None
+        self.cancelled: int | None = None
+
+    def figures(self, steps: Steps) -> dict[str, object]:
+        halted = None
+        if self.halted_at is not None:
+            halted = (self.resumed_at or time.monotonic()) - self.halted_at
+        return {"summary_figures": halt_summary(halted, self.cancelled, steps.times)}
+
+
 async def run_safe_restart(stack: Stack, steps: Steps, params: SafeRestartParams) -> Outcome:
-    """The whole procedure (see the module docstring)."""
+    """The whole procedure (see the module docstring); its outcome carries the summary."""
+    window = _Window()
+    outcome = await _safe_restart(stack, steps, params, window)
+    if outcome.state != "planned":
+        outcome.details.update(window.figures(steps))
+    return outcome
+
+
+async def _safe_restart(
+    stack: Stack, steps: Steps, params: SafeRestartParams, window: _Window
+) -> Outcome:
     deadline = time.monotonic() + params.timeout
     managed = {n: stack.is_managed(n) for n in stack.order}
     plan = restart_plan(stack.order, managed, params.components)
@@ -65,10 +104,16 @@ async def run_safe_restart(stack: Stack, steps: Steps, params: SafeRestartParams
         )
         lines.append("back up: yes" if backup_wanted else "back up: no")
         lines += plan.describe()
-        lines.append(f"settle {params.settle:g}s, then resume trading only if all are healthy")
+        lines.append(
+            f"settle: {params.settle_passes} passing probe rounds in a row (at most "
+            f"{params.settle:g}s), then resume trading only if all are healthy"
+        )
         return " | ".join(lines)
 
-    detail = await steps.run("preflight", preflight)
+    try:
+        detail = await steps.run("preflight", preflight)
+    except Aborted as exc:
+        return Outcome("aborted", f"{exc}: nothing was changed", {"why": str(exc)})
     if params.dry_run:
         return Outcome("planned", "dry run: nothing was changed", {"plan": detail.split(" | ")})
 
@@ -76,7 +121,9 @@ async def run_safe_restart(stack: Stack, steps: Steps, params: SafeRestartParams
     if engines:
 
         async def halt() -> str:
+            window.halted_at = time.monotonic()
             rows = await stack.halt(f"{reason}: halted before the restart")
+            window.cancelled = cancelled_by(rows)
             bad = [r for r in rows if not r.get("ok")]
             if bad:
                 raise StepFailed(f"halt failed: {_rows_text(bad)}")
@@ -97,7 +144,8 @@ async def run_safe_restart(stack: Stack, steps: Steps, params: SafeRestartParams
         try:
             await steps.run("backup", lambda: stack.backup(f"{reason}: before the restart"))
         except StepFailed as exc:
-            return await _abort(stack, steps, reason, f"backup failed: {exc}")
+            why = str(exc) if isinstance(exc, Aborted) else f"backup failed: {exc}"
+            return await _abort(stack, steps, reason, why)
     else:
         why = "--no-backup" if params.no_backup else "no backup: section in the config"
         steps.note("backup", f"skipped ({why})")
@@ -131,15 +179,29 @@ async def run_safe_restart(stack: Stack, steps: Steps, params: SafeRestartParams
         return _after_stop_failure(stack, steps, exc)
 
     async def settle() -> str:
-        until = time.monotonic() + params.settle
+        names = [n for n in stack.order if stack.has_probes(n)]
+        evidence = SettleEvidence(params.settle_passes)
+        interval = min((stack.probe_interval(n) for n in names), default=0.1)
+        started = time.monotonic()
+        until = started + params.settle
         while True:
             states = {n: stack.component_state(n) for n in stack.order}
             bad = first_unhealthy(states)
             if bad is not None:
                 raise _NotBack(*bad)
+            answers = await asyncio.gather(*(stack.probe_once(n) for n in names))
+            for name, (ok, why) in zip(names, answers, strict=True):
+                evidence.record(name, ok, why)
+            if evidence.done(names):
+                return (
+                    f"{params.settle_passes} passing probe rounds in a row every {interval:g}s "
+                    f"from {len(names)} component(s) in {time.monotonic() - started:.1f} s"
+                )
             if time.monotonic() >= until:
-                return f"every component running for {params.settle:g}s"
-            await asyncio.sleep(SETTLE_POLL)
+                lacking = evidence.lacking(names)
+                assert lacking is not None
+                raise _NotBack(lacking[0], f"no evidence within {params.settle:g}s: {lacking[1]}")
+            await asyncio.sleep(interval)
 
     try:
         await steps.run("settle", settle)
@@ -153,9 +215,13 @@ async def run_safe_restart(stack: Stack, steps: Steps, params: SafeRestartParams
             bad = [r for r in rows if not r.get("ok")]
             if bad:
                 raise StepFailed(f"resume failed: {_rows_text(bad)}")
+            window.resumed_at = time.monotonic()
             return _rows_text(rows)
 
-        await steps.run("resume trading", resume)
+        try:
+            await steps.run("resume trading", resume)
+        except Aborted as exc:
+            return _aborted_halted(exc)
     else:
         steps.note("resume trading", "nothing to resume: no trading component")
     return Outcome("succeeded", "restarted; every component healthy; trading resumed")
@@ -168,8 +234,19 @@ class _NotBack(Exception):
         super().__init__(f"{name} is not healthy: {why}")
 
 
+def _aborted_halted(exc: Aborted) -> Outcome:
+    return Outcome(
+        "aborted",
+        f"{exc}; components were restarted, so trading stays HALTED: check `chimera-ops "
+        "status`, then `chimera-ops resume-trading`",
+        {"why": str(exc)},
+    )
+
+
 def _after_stop_failure(stack: Stack, steps: Steps, exc: StepFailed) -> Outcome:
     """Something went wrong once components were stopped: never resume; say who and why."""
+    if isinstance(exc, Aborted):
+        return _aborted_halted(exc)
     cause = exc.__cause__  # the step wrapper keeps the original exception as the cause
     if isinstance(cause, _NotBack):
         return _unhealthy(stack, steps, cause.name, cause.why)
@@ -184,7 +261,7 @@ async def _abort(stack: Stack, steps: Steps, reason: str, why: str) -> Outcome:
         return _rows_text(rows)
 
     try:
-        resumed = await steps.run("resume trading (abort)", resume)
+        resumed = await steps.run("resume trading (abort)", resume, abortable=False)
     except StepFailed as exc:
         resumed = f"resume FAILED: {exc}"
     return Outcome(

@@ -30,6 +30,9 @@ class Stack(Protocol):
     async def stop(self, name: str, reason: str) -> None: ...
     async def start(self, name: str, reason: str) -> None: ...
     async def wait_ready(self, name: str, timeout: float) -> tuple[bool, str]: ...
+    def has_probes(self, name: str) -> bool: ...
+    def probe_interval(self, name: str) -> float: ...
+    async def probe_once(self, name: str) -> tuple[bool, str]: ...
     async def backup(self, reason: str) -> str: ...
     async def capture(self, name: str, reason: str) -> str | None: ...
     async def log_tail(self, name: str, lines: int) -> list[str]: ...
@@ -38,6 +41,11 @@ class Stack(Protocol):
 
 class StepFailed(Exception):
     """A step could not do its job; the message says what and what to do next."""
+
+
+class Aborted(StepFailed):
+    """An operator asked the job to end (`procedure abort`): raised at a step boundary, before
+    the next step starts, so no step is ever cut in half."""
 
 
 @dataclass
@@ -65,15 +73,26 @@ class Steps:
         job: str,
         audit: Audit,
         on_step: Callable[[int, str], None] = lambda n, name: None,
+        stop: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.journal = journal
         self.job = job
         self.audit = audit
         self.on_step = on_step
+        self.stop = stop  # why to end the job now (an abort asked), or None
         self.n = 0
+        self.times: list[tuple[str, float]] = []  # each finished step's name and seconds
 
-    async def run(self, name: str, body: Callable[[], Awaitable[str]]) -> str:
-        """Run one step; its detail on success; StepFailed (journaled as failed) otherwise."""
+    async def run(
+        self, name: str, body: Callable[[], Awaitable[str]], abortable: bool = True
+    ) -> str:
+        """Run one step; its detail on success; StepFailed (journaled as failed) otherwise.
+
+        Aborted, before the step starts, when an abort was asked; steps that put things back
+        (a resume after an early abort) pass `abortable=False`."""
+        why = self.stop() if abortable else None
+        if why is not None:
+            raise Aborted(f"{why}, before step {self.n + 1} ({name})")
         self.n += 1
         self.journal.step_started(self.job, self.n, name)
         self.on_step(self.n, name)
@@ -99,4 +118,5 @@ class Steps:
 
     def _end(self, name: str, state: str, detail: str, started: float) -> None:
         self.journal.step_finished(self.job, self.n, state, detail)
+        self.times.append((name, time.monotonic() - started))
         self.audit(f"step {self.n} {name}", f"{state}: {detail}", time.monotonic() - started)
