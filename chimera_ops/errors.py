@@ -17,32 +17,24 @@ _PLAIN: dict[str, str] = {
 
 
 def describe_exception(exc: BaseException) -> str:
-    """`Class: message`; with an empty message, `Class (what it means)`."""
-    name = type(exc).__name__
-    message = str(exc).strip()
-    if message:
-        return f"{name}: {message}"
-    meaning = _PLAIN.get(name)
-    if meaning is None:
-        doc = (type(exc).__doc__ or "").strip().splitlines()
-        meaning = doc[0].rstrip(".") if doc else "no message"
-    return f"{name} ({meaning})"
+    """An exception as text for an operator.
 
-
-def error_text(exc: BaseException) -> str:
-    """An exception as a message for an operator, never naming one of our own classes.
-
-    Our exceptions (`chimera_ops.*`, and any private `_Name`) are written to be read as they
-    are: their class is an implementation detail ("_NotBack: engine is not healthy" says
-    nothing more than "engine is not healthy"). Other classes keep `describe_exception`'s
-    form, where the name (`ConnectionRefusedError`, `ReadTimeout`) is part of the meaning.
+    `Class: message`, or with an empty message `Class (what it means)`, where the class name is
+    part of the meaning (`ConnectionRefusedError`, `ReadTimeout`). One of our own classes
+    (`chimera_ops.*`, or any private `_Name`) is never named: its message is written to be read
+    as it is, and its class is an implementation detail ("_NotBack: engine is not healthy" says
+    nothing more than "engine is not healthy").
     """
     cls = type(exc)
-    ours = cls.__module__.startswith("chimera_ops") or cls.__name__.startswith("_")
-    if not ours:
-        return describe_exception(exc)
     message = str(exc).strip()
-    if message:
-        return message
     doc = (cls.__doc__ or "").strip().splitlines()
-    return doc[0].rstrip(".") if doc else "failed without a message"
+    if cls.__module__.startswith("chimera_ops") or cls.__name__.startswith("_"):
+        return message or (doc[0].rstrip(".") if doc else "failed without a message")
+    if message:
+        return f"{cls.__name__}: {message}"
+    meaning = _PLAIN.get(cls.__name__) or (doc[0].rstrip(".") if doc else "no message")
+    return f"{cls.__name__} ({meaning})"
+
+
+# The name procedure steps and doctor checks use: the same rule.
+error_text = describe_exception

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chimera_ops.errors import error_text
+from chimera_ops.errors import describe_exception, error_text
 from chimera_ops.ops.procedures.steps import StepFailed, Steps
 from chimera_ops.trading import TradingControlError
 
@@ -26,6 +26,8 @@ def test_our_own_classes_are_never_named() -> None:
     assert error_text(TradingControlError("engine 'x' refused")) == "engine 'x' refused"
     # An empty message falls back to what the class says, not to its name.
     assert error_text(_Quiet()) == "The engine did not come back"
+    # Every caller of describe_exception (probes, docker, alerts, bundles) gets the same rule.
+    assert describe_exception(TradingControlError("engine 'x' refused")) == "engine 'x' refused"
 
 
 def test_standard_classes_keep_their_meaningful_names() -> None:
