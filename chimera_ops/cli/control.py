@@ -59,7 +59,7 @@ def _act(
                 },
                 as_json,
             )
-        touch.confirm([found], f"{verb} {name}:", yes, as_json)
+        touch.confirm([found], f"{verb} {name}", yes, as_json)
     try:
         result = client.action(name, verb, reason)
     except AgentUnavailable:
@@ -78,9 +78,12 @@ def _act(
     if as_json:
         emit_json(result)
     else:
+        trading = result.get("trading")
+        if trading:  # in the order it happened: the halt, the stop or restart, then trading
+            click.echo(f"{name}: {_halt_text(trading)}")
         click.echo(f"{name}: {verb} done, now {result['state']} ({result.get('reason', '')})")
-        if result.get("trading"):
-            click.echo(f"{name}: {_trading_text(result['trading'])}")
+        if trading and trading.get("halted"):
+            click.echo(f"{name}: {_trading_after(trading)}")
     ok = (
         result["state"] in ("running", "stopped")
         if verb != "stop"
@@ -89,16 +92,20 @@ def _act(
     sys.exit(EXIT_OK if ok else EXIT_PROBLEM)
 
 
-def _trading_text(doc: dict[str, Any]) -> str:
-    """What the agent did to an engine's trading around a stop or restart, for people."""
+def _halt_text(doc: dict[str, Any]) -> str:
+    """What the agent's halt before a stop or restart did, for people."""
     if not doc.get("halted"):
         return f"could not halt trading first ({doc.get('error')}); its open orders are unknown"
-    text = f"trading halted first, {doc.get('cancelled') or 0} open orders cancelled"
+    return f"trading halted first, {doc.get('cancelled') or 0} open orders cancelled"
+
+
+def _trading_after(doc: dict[str, Any]) -> str:
+    """Where trading stands after the stop or restart."""
     if doc.get("resumed"):
-        return text + "; trading resumed (it is running again)"
+        return "trading resumed (it is running again)"
     if doc.get("resume_error"):
-        return text + f"; trading stays HALTED ({doc['resume_error']})"
-    return text + "; trading stays halted (`chimera-ops resume-trading` to resume)"
+        return f"trading stays HALTED ({doc['resume_error']})"
+    return "trading stays halted; resume it with `chimera-ops resume-trading`"
 
 
 _reason = click.option("--reason", help="Why (written to the audit log).")
@@ -216,7 +223,7 @@ def _stop_all(
             },
             as_json,
         )
-    touch.confirm(engines, "stop --all:", yes, as_json)
+    touch.confirm(engines, "stop --all", yes, as_json)
     why = reason or "stop --all"
     halted: list[dict[str, Any]] = []
     stopped: list[dict[str, Any]] = []

@@ -104,7 +104,7 @@ def confirm(touches: list[Touch], verb: str, yes: bool, as_json: bool) -> None:
     warnings = [w for t in touches if (w := t.warning()) is not None]
     if not warnings or yes:
         return
-    message = f"{verb} {'; '.join(warnings)}; {SAFE_HINT}"
+    message = f"{verb}: {'; '.join(warnings)}; {SAFE_HINT}"
     if not sys.stdin.isatty():
         fail(
             message,
@@ -113,7 +113,7 @@ def confirm(touches: list[Touch], verb: str, yes: bool, as_json: bool) -> None:
             as_json,
         )
     click.echo(message, err=True)
-    if not click.confirm(f"{verb.rstrip(':')} now?", err=True):
+    if not click.confirm(f"{verb} now?", err=True):
         fail("cancelled; nothing was changed", EXIT_PROBLEM, None, as_json)
 
 
@@ -133,7 +133,7 @@ def stop_lines(cfg: ChimeraConfig, touch: Touch) -> list[str]:
             )
     stop = cfg.components[name].stop
     lines.append(
-        f"stop {name} (pid {touch.pid or '-'}): {stop.signal} to its process tree,"
+        f"stop {name} (pid {touch.pid or '-'}): {stop.signal.name} to its process tree,"
         f" {stop.grace:g} s grace, then SIGKILL"
     )
     return lines

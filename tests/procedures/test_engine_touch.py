@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def test_dry_runs_leave_the_engine_and_its_orders_alone(demo) -> None:
     assert result.returncode == 0, result.stderr
     assert "nothing is changed" in result.stdout
     assert "halt trading on engine (now active): cancels" in result.stdout
+    assert "SIGTERM to its process tree, 10 s grace, then SIGKILL" in result.stdout
     # Nothing happened: same process, still trading with open orders, no halt, no stop.
     assert agent.component("engine")["pid"] == pid
     assert _open_orders(agent) > 0
@@ -95,9 +97,9 @@ def test_plain_restart_on_a_pipe_needs_yes(demo) -> None:
     _open_orders(agent)
     result = _cli(agent, "restart", "engine")
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "halts trading on engine, cancels" in result.stderr
+    assert "restart engine: halts trading on engine, cancels" in result.stderr
     assert "open orders" in result.stderr and "restart --safe" in result.stderr
-    assert "--yes" in result.stderr
+    assert "add --yes to restart engine anyway" in result.stderr
     assert agent.component("engine")["pid"] == pid
     assert _open_orders(agent) > 0
     # Same for a stop, in JSON too.
@@ -126,8 +128,11 @@ def test_restart_with_yes_halts_first_says_what_it_cancelled_and_resumes(demo) -
     _open_orders(agent)
     text = _cli(agent, "restart", "engine", "--yes")
     assert text.returncode == 0, text.stderr
-    assert "engine: trading halted first, " in text.stdout
-    assert "open orders cancelled; trading resumed" in text.stdout
+    # In the order it happened: the halt and what it cancelled, the restart, the resume.
+    lines = text.stdout.splitlines()
+    assert re.fullmatch(r"engine: trading halted first, \d+ open orders cancelled", lines[0])
+    assert lines[1].startswith("engine: restart done, now running")
+    assert lines[2] == "engine: trading resumed (it is running again)"
 
 
 def test_a_flag_that_does_not_apply_is_refused(demo) -> None:
