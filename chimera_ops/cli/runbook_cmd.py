@@ -272,10 +272,16 @@ class _Printer:
             self.out.print(f"  $ {data['command']}", markup=False, highlight=False)
             return
         res = data["result"]
+        from rich.markup import escape
+
+        from chimera_ops.cli.render import printable
+
+        # What the step printed (and a note quoting it) is shown, never obeyed: control
+        # characters escaped, and no markup read in it.
         for line in res.output.rstrip().splitlines()[-40:]:
-            self.out.print(f"  | {line}", markup=False, highlight=False)
+            self.out.print(f"  | {printable(line, multiline=True)}", markup=False, highlight=False)
         style = STATUS_STYLE.get(res.status, "white")
-        note = f" ({res.note})" if res.note else ""
+        note = f" ({escape(printable(res.note))})" if res.note else ""
         code = "" if res.exit_code is None else f" exit {res.exit_code}"
         took = f" in {res.duration_s:.2f} s" if res.attempts else ""
         self.out.print(f"  [{style}]{res.status}[/]{code}{took}{note}", highlight=False)
@@ -287,9 +293,15 @@ class _Printer:
         if result.state in ("succeeded", "planned"):
             self.out.print(f"\n[green]{result.state}[/] run {result.run_id}", highlight=False)
             return
-        self.out.print(f"\n[bold red]{result.state}[/]: {result.message}", highlight=False)
+        from rich.markup import escape
+
+        from chimera_ops.cli.render import printable
+
+        message = escape(printable(result.message, multiline=True))  # may quote a step's output
+        self.out.print(f"\n[bold red]{result.state}[/]: {message}", highlight=False)
         if result.advice:
-            self.out.print(f"[yellow]the runbook says:[/] {result.advice}", highlight=False)
+            advice = escape(printable(result.advice, multiline=True))
+            self.out.print(f"[yellow]the runbook says:[/] {advice}", highlight=False)
 
 
 @runbook.command("history")

@@ -185,3 +185,28 @@ def test_procedure_details_over_tcp_need_the_token_and_are_redacted(agent_factor
     assert rows and "connected with" in rows[0][0]
     for secret in (aws_key, "s3cr3tVALUE9"):
         assert secret not in repr(rows) and secret not in repr(audit)
+
+
+def test_runbook_step_output_is_shown_literally(agent_factory, short_tmp):
+    # No agent needed: `runbook run` runs its steps itself and prints what they printed.
+    agent = agent_factory(
+        {"components": {"svc": {"runtime": "process", "command": child("sleep")}}}
+    )
+    hostile = short_tmp / "hostile.log"
+    hostile.write_bytes(b"\x1b]0;pwned-title\x07\x1b[2J[bold red]FAKE: all components healthy\n")
+    books = short_tmp / "books"
+    books.mkdir(mode=0o700)
+    (books / "leaky-tail.md").write_text(RUNBOOK.format(log=hostile))
+    (books / "leaky-tail.md").chmod(0o600)
+    ran = subprocess.run(
+        [sys.executable, "-m", "chimera_ops", "--config", str(agent.config_path)]
+        + ["runbook", "run", "leaky-tail", "--yes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(REPO),
+        env={**os.environ, "CHIMERA_OPS_RUNBOOKS": str(books)},
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "\x1b" not in ran.stdout and "\x07" not in ran.stdout, ran.stdout
+    assert "| \\x1b]0;pwned-title\\x07\\x1b[2J[bold red]FAKE: all components healthy" in ran.stdout
