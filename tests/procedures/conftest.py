@@ -81,13 +81,18 @@ def demo(
     short_tmp: Path,
 ) -> Callable[..., AgentProcess]:
     """A started agent over the demo stack (keyword overrides replace config sections;
-    `drain_timeout` is the engine's, `lock` the procedures' lock section)."""
+    `drain_timeout` is the engine's, `lock` the procedures' lock section, `engine` fields of
+    the engine component)."""
 
     def make(
-        drain_timeout: str | None = None, lock: dict[str, Any] | None = None, **overrides: Any
+        drain_timeout: str | None = None,
+        lock: dict[str, Any] | None = None,
+        engine: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> AgentProcess:
         port = free_port()
         config = stack_config(short_tmp, engine_dsn, redis_service, port, **overrides)
+        config["components"]["engine"].update(engine or {})
         if drain_timeout is not None:
             config["components"]["engine"]["trading"]["drain_timeout"] = drain_timeout
         if lock is not None:

@@ -131,7 +131,9 @@ def test_emergency_stop_then_staged_start(demo) -> None:
     stopped_at = time.time()
     code, doc = run_json(agent, "start", "--all")
     assert code == 0, doc
-    assert [s["name"] for s in doc["steps"]] == ["check postgres", "check redis", "start engine"]
+    names = [s["name"] for s in doc["steps"]]
+    assert names == ["lock", "check postgres", "check redis", "start engine"]
+    assert "staged-start" in doc["steps"][0]["detail"]  # it held the procedure lock
     assert agent.component("engine")["state"] == "running"
     assert run_json(agent, "trading-state")[1]["engines"][0]["trading"] == "halted"
     starts = [e for e in agent.events("engine") if e["to_state"] == "starting"]

@@ -211,6 +211,33 @@ def test_procedure_abort_before_anything_stopped_resumes(demo) -> None:
     assert nothing.returncode == 1 and "not running" in json.loads(nothing.stdout)["error"]
 
 
+def test_procedure_abort_after_a_stop_leaves_trading_halted(demo) -> None:
+    # An engine that ignores its stop signal (SIGURG) holds the stop/start step for its grace:
+    # the abort is asked while components are being restarted, and lands before settle.
+    agent = demo(engine={"stop": {"signal": "SIGURG", "grace": "6s"}})
+    pid = agent.component("engine")["pid"]
+    proc = _cli_popen(agent, "restart", "--safe", "--yes", "--no-backup", "--json")
+    try:
+        wait_for(lambda: "stop and start" in (_running_step(agent) or ""), 30, "the restart step")
+        job = agent.status()["procedures"]["running"]["id"]
+        code, doc = run_json(agent, "procedure", "abort", job, "--reason", "changed my mind")
+        safe_out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0 and doc["state"] == "aborted", doc
+    assert "trading stays HALTED" in doc["result"]["summary"]
+    assert f"aborted by {ME} (changed my mind)" in doc["result"]["summary"]
+    steps = {s["name"]: s["state"] for s in doc["steps"]}
+    assert steps["stop and start in dependency order"] == "ok"  # the step ran to its end
+    assert "settle" not in steps and "resume trading" not in steps
+    assert doc["result"]["summary_figures"]["halted_s"] > 0
+    assert proc.returncode == 1 and json.loads(safe_out)["state"] == "aborted"
+    # Restarted, and left halted: nothing resumed trading on a stack nobody checked.
+    assert agent.component("engine")["pid"] != pid
+    assert run_json(agent, "trading-state")[1]["engines"][0]["trading"] == "halted"
+
+
 @pytest.fixture
 def follower(demo) -> Iterator[tuple[AgentProcess, queue.Queue[dict[str, Any]]]]:
     agent = demo()

@@ -7,7 +7,10 @@ stopped by the operator (nothing restarts by itself).
 
 start --all: the staged start, in dependency order, each gated on readiness (databases and caches
 first, then the app); every engine is halted again as soon as it is ready, so trading stays
-halted until `chimera-ops resume-trading`.
+halted until `chimera-ops resume-trading`. It holds the procedure lock (its first step), as a
+safe restart does; `procedure abort` ends it at the next step with trading halted.
+emergency-stop does not wait for the lock: it is the brake, and it must work while another
+procedure holds it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ import time
 from dataclasses import dataclass
 
 from chimera_ops.ops.procedures.plan import ALIVE, runbook_for
-from chimera_ops.ops.procedures.steps import Outcome, Stack, StepFailed, Steps
+from chimera_ops.ops.procedures.steps import (
+    Aborted,
+    Outcome,
+    Stack,
+    StepFailed,
+    Steps,
+    aborted,
+)
 
 TAIL_LINES = 100
 
@@ -83,6 +93,10 @@ async def run_emergency_stop(stack: Stack, steps: Steps, params: EmergencyParams
 async def run_staged_start(stack: Stack, steps: Steps, params: StagedStartParams) -> Outcome:
     """Start everything in dependency order, each gated on readiness; trading stays halted."""
     deadline = time.monotonic() + params.timeout
+    try:
+        await steps.run("lock", lambda: stack.acquire_lock("staged-start", steps.job))
+    except StepFailed as exc:
+        return Outcome("failed", f"nothing was started: {exc}", {"reason": str(exc)})
     for name in stack.order:
         if not stack.is_managed(name):
 
@@ -94,6 +108,8 @@ async def run_staged_start(stack: Stack, steps: Steps, params: StagedStartParams
 
             try:
                 await steps.run(f"check {name}", check)
+            except Aborted as exc:
+                return _aborted(exc)
             except StepFailed as exc:
                 return _not_ready(stack, steps, name, str(exc))
             continue
@@ -111,11 +127,21 @@ async def run_staged_start(stack: Stack, steps: Steps, params: StagedStartParams
 
         try:
             await steps.run(f"start {name}", start)
+        except Aborted as exc:
+            return _aborted(exc)
         except StepFailed as exc:
             return _not_ready(stack, steps, name, str(exc))
     return Outcome(
         "succeeded",
         "every component running; trading is HALTED until `chimera-ops resume-trading`",
+    )
+
+
+def _aborted(exc: Aborted) -> Outcome:
+    return aborted(
+        exc,
+        "trading stays HALTED: `chimera-ops start --all` to finish the start, then "
+        "`chimera-ops resume-trading`",
     )
 
 

@@ -26,7 +26,14 @@ from chimera_ops.ops.procedures.plan import (
     restart_plan,
     runbook_for,
 )
-from chimera_ops.ops.procedures.steps import Aborted, Outcome, Stack, StepFailed, Steps
+from chimera_ops.ops.procedures.steps import (
+    Aborted,
+    Outcome,
+    Stack,
+    StepFailed,
+    Steps,
+    aborted,
+)
 
 PROCEDURE = "safe-restart"
 
@@ -235,11 +242,10 @@ class _NotBack(Exception):
 
 
 def _aborted_halted(exc: Aborted) -> Outcome:
-    return Outcome(
-        "aborted",
-        f"{exc}; components were restarted, so trading stays HALTED: check `chimera-ops "
-        "status`, then `chimera-ops resume-trading`",
-        {"why": str(exc)},
+    return aborted(
+        exc,
+        "components were restarted, so trading stays HALTED: check `chimera-ops status`, "
+        "then `chimera-ops resume-trading`",
     )
 
 

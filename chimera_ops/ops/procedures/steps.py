@@ -61,6 +61,11 @@ class Outcome:
         return self.state in ("succeeded", "planned")
 
 
+def aborted(exc: Aborted, left: str) -> Outcome:
+    """How an aborted job ends: who aborted it and why (`exc`), then the state it `left`."""
+    return Outcome("aborted", f"{exc}; {left}", {"why": str(exc)})
+
+
 Audit = Callable[[str, str, float], None]
 
 
