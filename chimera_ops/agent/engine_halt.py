@@ -4,7 +4,8 @@ component, `stop --all`, and the agent's own shutdown.
 A stop of an engine cancels its open orders whatever happens (a graceful engine cancels them on
 SIGTERM, a killed one leaves them to the venue). Halting it through its control contract first
 makes that explicit and countable: the engine says how many orders the halt cancelled, and the
-count is written as a `trading` event, so "14 orders were cancelled" is never silent.
+count is recorded like every other halt (`trading.record_trading`: a `trading` event, an
+`orders_cancelled` event), so "14 orders were cancelled" is never silent.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class EngineHalt:
     component: str
     was: str | None = None  # "active" | "halted" before the halt; None when unreadable
     open_orders_before: int | None = None
+    open_orders: int | None = None  # after the halt
     cancelled: int | None = None
     halted: bool = False
     error: str | None = None
@@ -59,7 +61,7 @@ async def _halt_one(name: str, trading: TradingConfig, reason: str) -> EngineHal
     except TradingControlError as exc:
         result.error = str(exc)
         return result
-    result.halted = True
+    result.halted, result.open_orders = True, after.open_orders
     reported = after.extra.get("cancelled")
     if isinstance(reported, int) and not isinstance(reported, bool) and reported >= 0:
         result.cancelled = reported
@@ -68,40 +70,42 @@ async def _halt_one(name: str, trading: TradingConfig, reason: str) -> EngineHal
     return result
 
 
+def _row(halt: EngineHalt) -> dict[str, Any]:
+    """A halt as a row of `trading.run_on_engines`, the shape `record_trading` records."""
+    return {
+        "component": halt.component,
+        "trading": "halted" if halt.halted else None,
+        "open_orders": halt.open_orders,
+        "ok": halt.halted,
+        "error": halt.error,
+        "cancelled": halt.cancelled,
+    }
+
+
 async def halt_engines(
-    engines: dict[str, TradingConfig], reason: str, store: Store | None
+    engines: dict[str, TradingConfig], reason: str, store: Store | None, who: str = "operator"
 ) -> list[EngineHalt]:
     """Halt every engine concurrently (one frozen engine delays no other), cancelling open
-    orders; one `trading` event per engine with the count (or the error)."""
+    orders; recorded per engine with the count (or the error) as every halt is."""
+    from chimera_ops.trading import record_trading
+
     results = list(await asyncio.gather(*(_halt_one(n, t, reason) for n, t in engines.items())))
     if store is not None:
-        for r in results:
-            store.add_event(
-                "trading",
-                f"{r.text()} ({reason})",
-                component=r.component,
-                to_state="halted" if r.halted else None,
-                data={"action": "halt", "reason": reason, **r.to_dict()},
-            )
+        record_trading(store.add_event, "halt", [_row(r) for r in results], who, reason, "agent")
     return results
 
 
 async def resume_engine(name: str, trading: TradingConfig, reason: str, store: Store | None) -> str:
     """Resume one engine after an operator restart found it back `running`; '' or the error."""
-    from chimera_ops.trading import EngineControl, TradingControlError
+    from chimera_ops.trading import EngineControl, TradingControlError, record_trading
 
+    row: dict[str, Any] = {"component": name, "trading": None, "open_orders": None}
     try:
-        await EngineControl(name, trading).resume(reason)
+        state = await EngineControl(name, trading).resume(reason)
     except TradingControlError as exc:
-        error = str(exc)
+        row.update(ok=False, error=str(exc))
     else:
-        error = ""
+        row.update(ok=True, error=None, trading=state.trading, open_orders=state.open_orders)
     if store is not None:
-        store.add_event(
-            "trading",
-            f"trading resumed ({reason})" if not error else f"resume failed: {error}",
-            component=name,
-            to_state=None if error else "active",
-            data={"action": "resume", "reason": reason, "error": error or None},
-        )
-    return error
+        record_trading(store.add_event, "resume", [row], "operator", reason, "agent")
+    return str(row["error"] or "")

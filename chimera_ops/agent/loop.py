@@ -561,7 +561,7 @@ class Agent:
         }
         if not engines:
             return
-        for halt in await halt_engines(engines, reason, self.store):
+        for halt in await halt_engines(engines, reason, self.store, who="the agent"):
             log.warning("%s: %s before the shutdown", halt.component, halt.text())
 
     # ----------------------------------------------------------------- API helpers

@@ -121,7 +121,11 @@ def test_restart_with_yes_halts_first_says_what_it_cancelled_and_resumes(demo) -
     assert trading["resumed"] is True
     assert agent.component("engine")["pid"] != old_pid
     [halt] = _halt_events(agent.events("engine"))
-    assert halt["data"]["cancelled"] == trading["cancelled"]
+    assert halt["data"]["cancelled"] == trading["cancelled"] and halt["data"]["user"] == "operator"
+    resumes = [
+        e for e in agent.events("engine") if e["kind"] == "trading" and e["to_state"] == "active"
+    ]
+    assert len(resumes) == 1 and halt["ts"] <= resumes[0]["ts"]
     stopping = [e for e in agent.events("engine") if e["to_state"] == "stopping"]
     assert stopping and halt["ts"] <= stopping[-1]["ts"]
     # Text output says it in words; trading is active again on the new process.
@@ -203,8 +207,11 @@ def test_agent_shutdown_halts_engines_first_and_records_the_count(demo) -> None:
     halts = _halt_events(events)
     assert len(halts) == 1, halts
     [halt] = halts
-    assert halt["component"] == "engine" and halt["data"]["halted"] is True
+    assert halt["component"] == "engine" and halt["to_state"] == "halted"
+    assert halt["data"]["ok"] is True and halt["data"]["user"] == "the agent"
     assert halt["data"]["cancelled"] >= 1
+    [orders] = [e for e in events if e["kind"] == "orders_cancelled"]
+    assert orders["data"]["count"] == halt["data"]["cancelled"]
     stopping = [e for e in events if e["component"] == "engine" and e["to_state"] == "stopping"]
     assert stopping and halt["ts"] <= stopping[-1]["ts"]
     cancelled = halt["data"]["cancelled"]
