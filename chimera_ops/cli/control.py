@@ -78,12 +78,17 @@ def _act(
     if as_json:
         emit_json(result)
     else:
+        # Reasons and errors may quote a child's stderr or an engine's answer: escaped.
+        from chimera_ops.cli.render import printable
+
         trading = result.get("trading")
         if trading:  # in the order it happened: the halt, the stop or restart, then trading
-            click.echo(f"{name}: {_halt_text(trading)}")
-        click.echo(f"{name}: {verb} done, now {result['state']} ({result.get('reason', '')})")
+            click.echo(printable(f"{name}: {_halt_text(trading)}"))
+        click.echo(
+            printable(f"{name}: {verb} done, now {result['state']} ({result.get('reason', '')})")
+        )
         if trading and trading.get("halted"):
-            click.echo(f"{name}: {_trading_after(trading)}")
+            click.echo(printable(f"{name}: {_trading_after(trading)}"))
     ok = (
         result["state"] in ("running", "stopped")
         if verb != "stop"
@@ -243,6 +248,8 @@ def _stop_all(
     if as_json:
         emit_json({"action": "stop --all", "ok": ok, "halted": halted, "stopped": stopped})
     else:
+        from chimera_ops.cli.render import printable  # errors and reasons may quote a child
+
         for row in halted:
             if row.get("ok"):
                 click.echo(
@@ -250,9 +257,11 @@ def _stop_all(
                     f" {row.get('cancelled') or 0} open orders cancelled"
                 )
             else:
-                click.echo(f"{row['component']}: could not halt trading first: {row.get('error')}")
+                error = printable(row.get("error"))
+                click.echo(f"{row['component']}: could not halt trading first: {error}")
         for r in stopped:
-            click.echo(f"{r['component']}: stop done, now {r['state']} ({r.get('reason', '')})")
+            reason = printable(r.get("reason", ""))
+            click.echo(f"{r['component']}: stop done, now {r['state']} ({reason})")
     sys.exit(EXIT_OK if ok else EXIT_PROBLEM)
 
 

@@ -76,7 +76,7 @@ def follow(client: Any, job: str, as_json: bool) -> NoReturn:
                 for step in doc.get("steps", []):
                     if shown.get(step["n"]) != step["state"]:
                         shown[step["n"]] = step["state"]
-                        out.print(_step_line(step), highlight=False)
+                        out.print(_step_line(step), markup=False, highlight=False)
             if doc["state"] != RUNNING:
                 break
             time.sleep(POLL)
@@ -94,30 +94,41 @@ def follow(client: Any, job: str, as_json: bool) -> NoReturn:
 
 
 def _step_line(step: dict[str, Any]) -> str:
+    """One step, to print with markup off: its detail may quote a child or an engine (an
+    exit reason, an error), so control characters in it are escaped."""
+    from chimera_ops.cli.render import printable
+
     state = step["state"]
     took = ""
     if step.get("finished_at"):
         took = f" ({step['finished_at'] - step['started_at']:.1f} s)"
     mark = {"ok": "ok  ", "failed": "FAIL", "skipped": "skip", "running": " .. "}.get(state, state)
-    detail = f": {step['detail']}" if step.get("detail") and state != "running" else ""
+    detail = f": {printable(step['detail'])}" if step.get("detail") and state != "running" else ""
     return f"  [{mark}] {step['n']}. {step['name']}{took}{detail}"
 
 
 def _render_result(doc: dict[str, Any]) -> None:
+    from rich.text import Text
+
+    from chimera_ops.cli.render import plain
+
     out = stdout_console()
     result = doc.get("result") or {}
     style = "bold green" if doc["state"] in ("succeeded", "planned") else "bold red"
+    # The summary, the plan and the log tails quote what components and engines said: Texts
+    # with control characters escaped, never markup.
     out.print(
-        f"[{style}]{doc['kind']} {doc['state']}[/]: {result.get('summary', '')}", highlight=False
+        Text(f"{doc['kind']} {doc['state']}", style=style)
+        + plain(f": {result.get('summary', '')}", multiline=True)
     )
     for line in result.get("plan") or []:
-        out.print(f"  {line}", highlight=False)
+        out.print(plain(f"  {line}"))
     for line in summary_lines(result.get("summary_figures")):
-        out.print(f"  {line}", highlight=False)
+        out.print(plain(f"  {line}"))
     for name, lines in (result.get("log_tails") or {}).items():
-        out.print(f"[bold]--- last {len(lines)} log lines of {name}[/]", highlight=False)
+        out.print(Text(f"--- last {len(lines)} log lines of {name}", style="bold"))
         for line in lines:
-            out.print(line, markup=False, highlight=False)
+            out.print(plain(line, multiline=True))
 
 
 def summary_lines(figures: dict[str, Any] | None) -> list[str]:
@@ -281,7 +292,7 @@ def procedure_show(cli_ctx: CliContext, job: str, as_json: bool) -> None:
         out = stdout_console()
         out.print(f"procedure {doc['id']} (from the store; no agent runs)", highlight=False)
         for step in doc.get("steps", []):
-            out.print(_step_line(step), highlight=False)
+            out.print(_step_line(step), markup=False, highlight=False)
         if doc["state"] == RUNNING:
             # Nobody runs it any more: the next agent marks it interrupted at start.
             out.print(

@@ -210,3 +210,25 @@ def test_runbook_step_output_is_shown_literally(agent_factory, short_tmp):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "\x1b" not in ran.stdout and "\x07" not in ran.stdout, ran.stdout
     assert "| \\x1b]0;pwned-title\\x07\\x1b[2J[bold red]FAKE: all components healthy" in ran.stdout
+
+
+def test_emergency_stop_shows_a_childs_log_tail_literally(agent_factory):
+    sleeper = HOSTILE.replace("sys.exit(3)", "import time\ntime.sleep(600)")
+    agent = agent_factory(
+        {
+            "components": {
+                "hostile": {"runtime": "process", "command": [sys.executable, "-c", sleeper]}
+            }
+        }
+    ).start()
+    agent.wait_state("hostile", "running")
+    log = agent.state_dir / "logs" / "hostile.log"
+    wait_for(lambda: log.exists() and b"FAKE" in log.read_bytes(), what="the child's line")
+    stopped = agent.cli("emergency-stop", "--yes", "--reason", "drill")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    job = json.loads(agent.cli("procedure", "list", "--json").stdout)["procedures"][0]["id"]
+    for result in (stopped, agent.cli("procedure", "show", job)):
+        text = result.stdout
+        assert "\x1b" not in text and "\x07" not in text, text
+        assert "\\x1b]0;pwned-title\\x07\\x1b[2J[bold red]FAKE: all components healthy" in text
+        assert "[ok  ]" in text, text  # the step marks themselves are no markup either
