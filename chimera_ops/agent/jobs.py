@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from chimera_ops.errors import describe_exception
 from chimera_ops.ops.procedures.journal import Journal, config_secrets
 from chimera_ops.ops.procedures.steps import Outcome, StepFailed, Steps
 
@@ -190,7 +191,8 @@ class JobRunner:
             outcome = Outcome("failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug must still end the job in the journal
             log.exception("procedure %s failed", job)
-            outcome = Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
+            # Python's own class names help a bug report; ours are never shown (errors.py).
+            outcome = Outcome("failed", f"internal error: {describe_exception(exc)}")
         finally:
             refresher.cancel()
             await self._release()

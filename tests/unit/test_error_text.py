@@ -74,3 +74,28 @@ def test_a_crashed_doctor_check_is_reported_without_the_class_name() -> None:
     assert not isinstance(result, list)
     assert result.status == "fail" and "_NotBack" not in result.summary
     assert result.summary == "check crashed: port 8701 held by pid 42"
+
+
+def test_a_crashed_maintenance_check_is_reported_without_the_class_name(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from chimera_ops.config import load_config
+    from chimera_ops.ops.maintenance.capacity import DiskCheck
+    from chimera_ops.ops.maintenance.runner import run_schedule
+
+    path = tmp_path / "chimera-ops.yaml"
+    web = {"runtime": "process", "command": ["sleep", "60"]}
+    path.write_text(
+        yaml.safe_dump({"agent": {"state_dir": str(tmp_path / "var")}, "components": {"web": web}})
+    )
+
+    def broken(self: DiskCheck, ctx: Any) -> Any:
+        raise _NotBack("statvfs of the state dir failed")
+
+    monkeypatch.setattr(DiskCheck, "run", broken)
+    report = run_schedule(load_config(str(path)), "weekly", only={"disk_free"})
+    [result] = [r for r in report.results if r.check == "disk_free"]
+    assert result.status == "unknown"
+    assert result.advice == "check failed: statvfs of the state dir failed"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chimera_ops.config import ChimeraConfig
+from chimera_ops.errors import describe_exception
 from chimera_ops.ops.maintenance.backups import BackupAgeCheck, BackupIntegrityCheck
 from chimera_ops.ops.maintenance.base import SCHEDULES, Check, Context, Result, worst
 from chimera_ops.ops.maintenance.capacity import DatabaseSizeCheck, DiskCheck, RateLimitCheck
@@ -154,7 +155,7 @@ def run_schedule(
                 try:
                     result = check.run(ctx)
                 except Exception as exc:  # noqa: BLE001 - one broken check must not stop the run
-                    result = check.unknown(f"check failed: {type(exc).__name__}: {exc}")
+                    result = check.unknown(f"check failed: {describe_exception(exc)}")
                 report.seconds[check.name] = time.monotonic() - t0
                 report.results.append(result)
             report.finished_at = time.time()
