@@ -13,6 +13,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.harness import REPO, child, wait_for
 from tests.services import free_port
@@ -123,6 +124,23 @@ Shows a log that quotes secrets.
 """
 
 
+def run_leaky_tail(config: Path, directory: Path, log: Path, *args: str) -> Any:
+    """`runbook run leaky-tail --yes ARGS` (the page above, catting `log`) from a private dir."""
+    books = directory / "books"
+    books.mkdir(mode=0o700)
+    (books / "leaky-tail.md").write_text(RUNBOOK.format(log=log))
+    (books / "leaky-tail.md").chmod(0o600)
+    return subprocess.run(
+        [sys.executable, "-m", "chimera_ops", "--config", str(config)]
+        + ["runbook", "run", "leaky-tail", "--yes", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(REPO),
+        env={**os.environ, "CHIMERA_OPS_RUNBOOKS": str(books)},
+    )
+
+
 def test_procedure_details_over_tcp_need_the_token_and_are_redacted(agent_factory, short_tmp):
     port = free_port()
     agent = agent_factory(
@@ -139,19 +157,7 @@ def test_procedure_details_over_tcp_need_the_token_and_are_redacted(agent_factor
     log = short_tmp / "app.log"
     aws_key = "AKIAZ7QX3MV5KD2PLW4N"
     log.write_text(f"connected with {aws_key}\nran: exchange-cli --api-secret s3cr3tVALUE9 --x\n")
-    books = short_tmp / "books"
-    books.mkdir(mode=0o700)
-    (books / "leaky-tail.md").write_text(RUNBOOK.format(log=log))
-    (books / "leaky-tail.md").chmod(0o600)
-    ran = subprocess.run(
-        [sys.executable, "-m", "chimera_ops", "--config", str(agent.config_path)]
-        + ["runbook", "run", "leaky-tail", "--yes", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(REPO),
-        env={**os.environ, "CHIMERA_OPS_RUNBOOKS": str(books)},
-    )
+    ran = run_leaky_tail(agent.config_path, short_tmp, log, "--json")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     base = f"http://127.0.0.1:{port}/v1/procedures"
 
@@ -194,19 +200,7 @@ def test_runbook_step_output_is_shown_literally(agent_factory, short_tmp):
     )
     hostile = short_tmp / "hostile.log"
     hostile.write_bytes(b"\x1b]0;pwned-title\x07\x1b[2J[bold red]FAKE: all components healthy\n")
-    books = short_tmp / "books"
-    books.mkdir(mode=0o700)
-    (books / "leaky-tail.md").write_text(RUNBOOK.format(log=hostile))
-    (books / "leaky-tail.md").chmod(0o600)
-    ran = subprocess.run(
-        [sys.executable, "-m", "chimera_ops", "--config", str(agent.config_path)]
-        + ["runbook", "run", "leaky-tail", "--yes"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(REPO),
-        env={**os.environ, "CHIMERA_OPS_RUNBOOKS": str(books)},
-    )
+    ran = run_leaky_tail(agent.config_path, short_tmp, hostile)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "\x1b" not in ran.stdout and "\x07" not in ran.stdout, ran.stdout
     assert "| \\x1b]0;pwned-title\\x07\\x1b[2J[bold red]FAKE: all components healthy" in ran.stdout
