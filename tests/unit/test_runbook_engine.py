@@ -229,7 +229,8 @@ def test_commands_that_take_the_lock_themselves_are_lent_it() -> None:
     assert self_locking(("chimera-ops", "restart", "--safe", "--yes"))
     assert self_locking(("chimera-ops", "restore", "ID", "--yes"))
     assert self_locking(("chimera-ops", "maintenance", "weekly", "--fix"))
-    assert not self_locking(("chimera-ops", "restart", "engine"))
+    assert self_locking(("chimera-ops", "restart", "engine", "--yes"))  # held in the agent
+    assert not self_locking(("chimera-ops", "halt-trading"))  # the brake never waits for it
     assert not self_locking(("restore",))
     argv = real_argv(("chimera-ops", "status"), "/etc/c.yaml")
     assert argv[1:] == ["-m", "chimera_ops", "--config", "/etc/c.yaml", "status"]

@@ -23,7 +23,16 @@ from chimera_ops.ops.runbook.variables import Command, fill
 OUTPUT_CAP = 4000  # characters of a step's output kept (the tail)
 RETRY_PAUSE = 1.0
 # chimera-ops commands that take the procedure lock themselves: the runbook lends it to them.
-SELF_LOCKING = (("restart", "--safe"), ("restore",), ("maintenance",))
+# Plain `start`/`stop`/`restart` and `resume-trading` hold it in the agent while they run
+# (agent/action_lock.py); `halt-trading` and `emergency-stop` never wait for it (the brakes).
+SELF_LOCKING = (
+    ("restart",),
+    ("start",),
+    ("stop",),
+    ("resume-trading",),
+    ("restore",),
+    ("maintenance",),
+)
 
 
 @dataclass
