@@ -113,6 +113,7 @@ class Agent:
         component = self.config.components[name]
         if component.runtime == "process":
             marker = marker_value(self.instance, os.getpid(), name)
+            self.metrics.register_log(name)
             return ProcessRuntime(
                 name,
                 component,
