@@ -178,7 +178,8 @@ def test_self_test_command(stack: tuple[Path, Path]) -> None:
     done = cli(config, "collect-logs", "--self-test", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
-    assert report["ok"] and len(report["checks"]) == 9
+    # One check per redaction rule that has a canary (secret_argv_option added in issue 20).
+    assert report["ok"] and len(report["checks"]) == 10
 
 
 def test_without_a_gzip_binary_zlib_writes_the_same_archive(
