@@ -25,7 +25,7 @@ RETRY_PAUSE = 1.0
 # chimera-ops commands that take the procedure lock themselves: the runbook lends it to them.
 # Plain `start`/`stop`/`restart` and `resume-trading` hold it in the agent while they run
 # (agent/action_lock.py); `halt-trading` and `emergency-stop` never wait for it (the brakes).
-SELF_LOCKING = (
+SELF_LOCKING: tuple[tuple[str, ...], ...] = (
     ("restart",),
     ("start",),
     ("stop",),
